@@ -1,0 +1,546 @@
+//! A shard: one ordered sequencer over a set of keys, their histories, and their log.
+//!
+//! Writers take the sequencer lock only to order and apply an update: the
+//! thread that submits a write does the sequencing itself, so an uncontended
+//! put has no hand-off at all. Readers never take that lock; they read the
+//! immutable versions through a per-key lock held for nanoseconds, and see only
+//! versions up to the shard's `visible` watermark. In a persistent pool with
+//! `fsync = "always"`, a version becomes visible (and is upcalled) only once it
+//! is on disk, so nobody ever reads what a crash could take back.
+
+mod history;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+
+pub(crate) use history::History;
+
+use crate::engine::Dispatch;
+use crate::error::{Error, Result};
+use crate::idempotence::{Check, IdempotenceTable};
+use crate::key::{Key, Prefix};
+use crate::log::{LogRecord, LoggedVersion, ShardLog, SyncState};
+use crate::object::{Ack, Get, KeyInfo, ObjectVersion, Put, RangeLimit, WriteResult};
+use crate::pool::{FsyncPolicy, PoolConfig, Storage};
+
+/// A pool's config, shared by the pool and its shards; changed by `alter_pool`.
+pub(crate) type SharedConfig = Arc<RwLock<Arc<PoolConfig>>>;
+
+/// A pool's live state.
+pub(crate) struct PoolState {
+    pub(crate) prefix: Prefix,
+    pub(crate) config: SharedConfig,
+    pub(crate) shards: Vec<Arc<Shard>>,
+}
+
+struct Writer {
+    next_version: u64,
+    last_timestamp_us: u64,
+    log: Option<ShardLog>,
+    dedup: IdempotenceTable,
+    failed: Option<String>,
+}
+
+/// Per-shard metric handles, registered once.
+struct ShardMetrics {
+    puts: metrics::Counter,
+    put_bytes: metrics::Counter,
+    triggers: metrics::Counter,
+    duplicates: metrics::Counter,
+    fsync_wait: metrics::Histogram,
+}
+
+/// One shard of a pool.
+pub(crate) struct Shard {
+    pub(crate) name: String,
+    config: SharedConfig,
+    storage: Storage,
+    index: DashMap<Key, Arc<RwLock<History>>>,
+    affinity: DashMap<Key, BTreeSet<Key>>,
+    writer: Mutex<Writer>,
+    visible: AtomicU64,
+    sync: Option<Arc<SyncState>>,
+    pending: Mutex<VecDeque<(u64, Arc<ObjectVersion>)>>,
+    dispatch: Arc<Dispatch>,
+    metrics: ShardMetrics,
+}
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// One update to be ordered.
+struct Planned {
+    put: Put,
+    tombstone: bool,
+    object: Option<Arc<ObjectVersion>>,
+    duplicate: Option<WriteResult>,
+}
+
+impl Shard {
+    /// Opens a shard; for a persistent pool, recovers its log from `dir`.
+    pub(crate) fn open(prefix: &Prefix, shared: SharedConfig, index: usize, dir: Option<&Path>, dispatch: Arc<Dispatch>) -> Result<Arc<Shard>> {
+        let config = shared.read().clone();
+        let name = format!("{prefix}#{index}");
+        let labels = [("pool", prefix.to_string())];
+        let shard = Shard {
+            name,
+            storage: config.storage,
+            index: DashMap::new(),
+            affinity: DashMap::new(),
+            writer: Mutex::new(Writer {
+                next_version: 1,
+                last_timestamp_us: 0,
+                log: None,
+                dedup: IdempotenceTable::default(),
+                failed: None,
+            }),
+            visible: AtomicU64::new(0),
+            sync: None,
+            pending: Mutex::new(VecDeque::new()),
+            dispatch,
+            metrics: ShardMetrics {
+                puts: metrics::counter!("kascade_puts_total", &labels),
+                put_bytes: metrics::counter!("kascade_put_bytes_total", &labels),
+                triggers: metrics::counter!("kascade_triggers_total", &labels),
+                duplicates: metrics::counter!("kascade_duplicate_writes_total", &labels),
+                fsync_wait: metrics::histogram!("kascade_fsync_wait_seconds", &labels),
+            },
+            config: shared,
+        };
+        let mut shard = shard;
+        if let (Storage::Persistent, Some(dir)) = (config.storage, dir) {
+            let (log, recovered) = ShardLog::open(dir, config.segment_bytes)?;
+            shard.sync = Some(log.sync_state());
+            let mut w = shard.writer.lock();
+            for (record, _) in recovered.records {
+                shard.replay(&mut w, record);
+            }
+            if let Some(err) = recovered.corruption {
+                w.failed = Some(err.to_string());
+            }
+            w.log = Some(log);
+            let last = w.next_version - 1;
+            shard.visible.store(last, Ordering::SeqCst);
+            let now = now_us();
+            for entry in shard.index.iter() {
+                entry.value().write().enforce(&config.retention, now, last);
+            }
+            drop(w);
+        }
+        Ok(Arc::new(shard))
+    }
+
+    fn replay(&self, w: &mut Writer, record: LogRecord) {
+        match record {
+            LogRecord::Put(versions) => {
+                for LoggedVersion { object, token } in versions {
+                    let object = Arc::new(object);
+                    w.next_version = w.next_version.max(object.version + 1);
+                    w.last_timestamp_us = w.last_timestamp_us.max(object.timestamp_us);
+                    if let Some(token) = &token {
+                        let result = WriteResult {
+                            version: object.version,
+                            seq: object.seq,
+                            timestamp_us: object.timestamp_us,
+                        };
+                        w.dedup.record(&object.key, token, object.count, result);
+                    }
+                    if let Some(a) = &object.affinity {
+                        self.affinity.entry(a.clone()).or_default().insert(object.key.clone());
+                    }
+                    let history = self.history(&object.key);
+                    let mut h = history.write();
+                    h.next_seq = object.next_seq();
+                    h.latest_version = object.version;
+                    h.last_record_version = object.version;
+                    h.push(object);
+                }
+            }
+            LogRecord::Trim { key, start_seq, version } => {
+                let history = self.history(&key);
+                let mut h = history.write();
+                h.trim(start_seq);
+                h.last_record_version = version;
+            }
+        }
+    }
+
+    fn history(&self, key: &Key) -> Arc<RwLock<History>> {
+        if let Some(h) = self.index.get(key) {
+            return h.clone();
+        }
+        self.index.entry(key.clone()).or_default().clone()
+    }
+
+    fn visible(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    fn waits_for_fsync(&self) -> bool {
+        self.storage == Storage::Persistent && matches!(self.config.read().fsync, FsyncPolicy::Always)
+    }
+
+    /// Orders and applies puts (one, or an atomic `put_many`), returning where each landed.
+    pub(crate) fn write(&self, puts: Vec<(Put, bool)>, ack: Ack) -> Result<Vec<WriteResult>> {
+        let config = self.config.read().clone();
+        let now = now_us();
+        let mut w = self.writer.lock();
+        if let Some(why) = &w.failed {
+            return Err(Error::ShardFailed(self.name.clone(), why.clone()));
+        }
+        // Phase 1: check tokens and plan versions without changing anything.
+        let mut plan = Vec::with_capacity(puts.len());
+        for (put, tombstone) in puts {
+            let duplicate = match &put.token {
+                Some(token) => match w.dedup.check(&put.key, token)? {
+                    Check::Duplicate(result) => Some(result),
+                    Check::Fresh => None,
+                },
+                None => None,
+            };
+            plan.push(Planned {
+                put,
+                tombstone,
+                object: None,
+                duplicate,
+            });
+        }
+        let timestamp_us = now.max(w.last_timestamp_us);
+        let mut version = w.next_version;
+        let mut staged: Vec<(Key, u64, u64)> = Vec::new(); // key, next seq, latest version within this batch
+        for p in plan.iter_mut().filter(|p| p.duplicate.is_none()) {
+            let (seq, prev_version) = match staged.iter().find(|(k, _, _)| *k == p.put.key) {
+                Some((_, seq, prev)) => (*seq, *prev),
+                None => match self.index.get(&p.put.key) {
+                    Some(h) => {
+                        let h = h.read();
+                        (h.next_seq, h.latest_version)
+                    }
+                    None => (0, 0),
+                },
+            };
+            let object = Arc::new(ObjectVersion {
+                key: p.put.key.clone(),
+                version,
+                seq,
+                count: p.put.count,
+                timestamp_us,
+                prev_version,
+                affinity: p.put.affinity.clone(),
+                tombstone: p.tombstone,
+                value: p.put.value.clone(),
+            });
+            staged.retain(|(k, _, _)| *k != p.put.key);
+            staged.push((p.put.key.clone(), object.next_seq(), version));
+            p.object = Some(object);
+            version += 1;
+        }
+        let fresh: Vec<&Planned> = plan.iter().filter(|p| p.object.is_some()).collect();
+        // Phase 2: the log, before memory, so a failed write changes nothing.
+        let mut position = 0;
+        if !fresh.is_empty() {
+            if let Some(log) = w.log.as_mut() {
+                let record = LogRecord::Put(
+                    fresh
+                        .iter()
+                        .map(|p| LoggedVersion {
+                            object: (**p.object.as_ref().expect("fresh")).clone(),
+                            token: p.put.token,
+                        })
+                        .collect(),
+                );
+                match log.append(&record) {
+                    Ok(pos) => position = pos,
+                    Err(e) => {
+                        w.failed = Some(e.to_string());
+                        return Err(e);
+                    }
+                }
+                if log.segment_count() > 1 && log.first_version() < self.min_live_version() {
+                    let min_live = self.min_live_version();
+                    log.delete_before(min_live);
+                }
+            }
+        }
+        // Phase 3: apply.
+        let visible_now = !self.waits_for_fsync();
+        let store = self.storage != Storage::Trigger;
+        let mut results = Vec::with_capacity(plan.len());
+        for p in &plan {
+            if let Some(result) = p.duplicate {
+                self.metrics.duplicates.increment(1);
+                results.push(result);
+                continue;
+            }
+            let object = p.object.clone().expect("fresh");
+            let history = self.history(&object.key);
+            {
+                let mut h = history.write();
+                h.next_seq = object.next_seq();
+                h.latest_version = object.version;
+                h.last_record_version = object.version;
+                if store {
+                    h.push(object.clone());
+                    let visible = if visible_now { object.version } else { self.visible() };
+                    h.enforce(&config.retention, now, visible);
+                }
+            }
+            if let Some(a) = &object.affinity {
+                self.affinity.entry(a.clone()).or_default().insert(object.key.clone());
+            }
+            let result = WriteResult {
+                version: object.version,
+                seq: object.seq,
+                timestamp_us,
+            };
+            if let Some(token) = &p.put.token {
+                w.dedup.record(&object.key, token, object.count, result);
+            }
+            self.metrics.puts.increment(1);
+            self.metrics.put_bytes.increment(object.value.len() as u64);
+            results.push(result);
+            if visible_now {
+                self.visible.store(object.version, Ordering::Release);
+                self.dispatch.dispatch(&object, &config);
+            } else {
+                self.pending.lock().push_back((position, object));
+            }
+        }
+        w.next_version = version;
+        w.last_timestamp_us = timestamp_us;
+        drop(w);
+        if !visible_now {
+            match ack {
+                Ack::Durable => self.wait_durable(position)?,
+                Ack::Applied => self.dispatch.request_flush(self),
+            }
+        }
+        Ok(results)
+    }
+
+    /// Blocks until `position` is on disk (sharing the fsync with concurrent writers), then publishes.
+    pub(crate) fn wait_durable(&self, position: u64) -> Result<()> {
+        if let Some(sync) = &self.sync {
+            let start = std::time::Instant::now();
+            sync.wait_durable(position)?;
+            self.metrics.fsync_wait.record(start.elapsed().as_secs_f64());
+            self.publish_durable(sync);
+        }
+        Ok(())
+    }
+
+    /// Makes every fsynced pending version visible and upcalls it, in version order.
+    fn publish_durable(&self, sync: &SyncState) {
+        let synced = sync.synced();
+        let config = self.config.read().clone();
+        let mut pending = self.pending.lock();
+        while pending.front().is_some_and(|(pos, _)| *pos <= synced) {
+            let Some((_, object)) = pending.pop_front() else { break };
+            self.visible.store(object.version, Ordering::Release);
+            self.dispatch.dispatch(&object, &config);
+        }
+    }
+
+    /// Runs an fsync if data waits for one, then publishes: the background flusher's step.
+    pub(crate) fn flush(&self) {
+        if let Some(sync) = &self.sync {
+            sync.sync_now();
+            if self.waits_for_fsync() {
+                self.publish_durable(sync);
+            }
+        }
+    }
+
+    /// Upcalls `value` for `key` without storing it.
+    pub(crate) fn trigger(&self, key: &Key, value: Bytes) -> Result<WriteResult> {
+        let config = self.config.read().clone();
+        let mut w = self.writer.lock();
+        let timestamp_us = now_us().max(w.last_timestamp_us);
+        let version = w.next_version;
+        let (seq, prev_version) = self.index.get(key).map_or((0, 0), |h| {
+            let h = h.read();
+            (h.next_seq, h.latest_version)
+        });
+        let object = Arc::new(ObjectVersion {
+            key: key.clone(),
+            version,
+            seq,
+            count: 1,
+            timestamp_us,
+            prev_version,
+            affinity: None,
+            tombstone: false,
+            value,
+        });
+        w.next_version += 1;
+        w.last_timestamp_us = timestamp_us;
+        self.metrics.triggers.increment(1);
+        self.dispatch.dispatch(&object, &config);
+        Ok(WriteResult {
+            version,
+            seq,
+            timestamp_us,
+        })
+    }
+
+    /// Drops the key's history before `start_seq`; returns the new log start.
+    pub(crate) fn trim(&self, key: &Key, start_seq: u64) -> Result<u64> {
+        let mut w = self.writer.lock();
+        if let Some(why) = &w.failed {
+            return Err(Error::ShardFailed(self.name.clone(), why.clone()));
+        }
+        let Some(history) = self.index.get(key).map(|h| h.clone()) else {
+            return if start_seq == 0 {
+                Ok(0)
+            } else {
+                Err(Error::SeqOutOfRange {
+                    key: key.to_string(),
+                    seq: start_seq,
+                    start: 0,
+                    end: 0,
+                })
+            };
+        };
+        let (current, end) = {
+            let h = history.read();
+            (h.start_seq, h.visible_next_seq(self.visible()))
+        };
+        if start_seq > end {
+            return Err(Error::SeqOutOfRange {
+                key: key.to_string(),
+                seq: start_seq,
+                start: current,
+                end,
+            });
+        }
+        if start_seq <= current {
+            return Ok(current);
+        }
+        let version = w.next_version - 1;
+        let mut position = 0;
+        if let Some(log) = w.log.as_mut() {
+            let record = LogRecord::Trim {
+                key: key.clone(),
+                start_seq,
+                version,
+            };
+            match log.append(&record) {
+                Ok(pos) => position = pos,
+                Err(e) => {
+                    w.failed = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        {
+            let mut h = history.write();
+            h.trim(start_seq);
+            h.last_record_version = version;
+        }
+        drop(w);
+        if self.sync.is_some() {
+            self.wait_durable(position)?;
+        }
+        Ok(start_seq)
+    }
+
+    /// Applies age retention to every key (the flusher calls this periodically).
+    pub(crate) fn sweep(&self, now: u64) {
+        let retention = self.config.read().retention;
+        if retention.max_age_ms.is_none() && retention.max_bytes.is_none() && retention.max_versions.is_none() {
+            return;
+        }
+        let _w = self.writer.lock();
+        let visible = self.visible();
+        for entry in self.index.iter() {
+            entry.value().write().enforce(&retention, now, visible);
+        }
+    }
+
+    /// The lowest version whose log record must be kept: a key's oldest retained
+    /// version or, failing that, its newest record (which holds its seq position).
+    fn min_live_version(&self) -> u64 {
+        let mut min = u64::MAX;
+        for entry in self.index.iter() {
+            let h = entry.value().read();
+            let live = h.versions.front().map_or(h.last_record_version, |v| v.version.min(h.last_record_version));
+            min = min.min(live);
+        }
+        min
+    }
+
+    /// Reads one version.
+    pub(crate) fn get(&self, key: &Key, query: Get) -> Option<Arc<ObjectVersion>> {
+        let visible = self.visible();
+        self.index.get(key).and_then(|h| h.read().get(query, visible))
+    }
+
+    /// Reads versions from a seq on.
+    pub(crate) fn range(&self, key: &Key, from_seq: u64, limit: RangeLimit) -> Result<Vec<Arc<ObjectVersion>>> {
+        let visible = self.visible();
+        match self.index.get(key) {
+            Some(h) => h.read().range(key.as_str(), from_seq, limit, visible),
+            None if from_seq == 0 => Ok(Vec::new()),
+            None => Err(Error::SeqOutOfRange {
+                key: key.to_string(),
+                seq: from_seq,
+                start: 0,
+                end: 0,
+            }),
+        }
+    }
+
+    /// A key's bounds; `None` when the key was never written.
+    pub(crate) fn info(&self, key: &Key) -> Option<KeyInfo> {
+        let visible = self.visible();
+        self.index.get(key).map(|h| h.read().info(key.clone(), visible))
+    }
+
+    /// Keys at or under `prefix` with their bounds (removed keys left out).
+    pub(crate) fn list(&self, prefix: &Prefix, out: &mut Vec<KeyInfo>) {
+        let visible = self.visible();
+        for entry in self.index.iter() {
+            if entry.key().is_under(prefix) {
+                let info = entry.value().read().info(entry.key().clone(), visible);
+                if info.latest_version > 0 && !info.removed {
+                    out.push(info);
+                }
+            }
+        }
+    }
+
+    /// Keys placed by `affinity`.
+    pub(crate) fn affinity_set(&self, affinity: &Key) -> Vec<Key> {
+        self.affinity.get(affinity).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The dedup state of a key's writers: `(writer, epoch, next sequence)`.
+    pub(crate) fn writers_of(&self, key: &Key) -> Vec<(u64, u32, i64)> {
+        self.writer.lock().dedup.writers_of(key)
+    }
+
+    /// True when the shard refuses writes after a corrupt record or an I/O failure.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.writer.lock().failed.clone()
+    }
+
+    /// Changes the segment size of an open log.
+    pub(crate) fn set_segment_bytes(&self, bytes: u64) {
+        if let Some(log) = self.writer.lock().log.as_mut() {
+            log.set_segment_bytes(bytes);
+        }
+    }
+
+    /// True when this shard's log has unsynced writes.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.sync.as_ref().is_some_and(|s| s.is_dirty())
+    }
+}
