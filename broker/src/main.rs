@@ -1,1 +1,68 @@
-fn main(){}
+//! The `kascade` binary: `kascade serve` runs a broker; other subcommands will be its clients.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Kascade: a Kafka-compatible pub/sub broker on a Cascade-style versioned K/V engine.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a single-node broker (the default when no subcommand is given).
+    Serve(kascade::Config),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KASCADE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let config = match cli.command {
+        Some(Command::Serve(config)) => config,
+        None => kascade::Config::default_from_env(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(async {
+            // Install the handlers before the broker says it is ready, so no signal is missed.
+            let shutdown = shutdown_signal()?;
+            kascade::serve(config.clone(), shutdown).await.map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("serving with data dir {}", config.data_dir.display()))
+}
+
+/// Installs the Ctrl-C (SIGINT) and SIGTERM handlers and returns a future that resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("received Ctrl-C"),
+                _ = terminate.recv() => tracing::info!("received SIGTERM"),
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("received Ctrl-C");
+    })
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, as README's quick start runs it and CI (.ci/run) calls it.
+# It installs what the tests need, then: format check, clippy with warnings as
+# errors, every test of every crate, and a quick smoke run of the benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kascade-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE=1
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "toolchain components"
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked --no-fail-fast
+
+step "benchmark smoke run (figures are informational; see bench/)"
+cargo run --release --locked -p bench --bin engine -- --quick

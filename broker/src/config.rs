@@ -1,0 +1,71 @@
+//! The broker's settings: every one a flag, an env var (`KASCADE_...`) and a default.
+
+use std::path::PathBuf;
+
+use kascade_core::{EngineConfig, WaitPolicy};
+
+/// How idle engine threads wait for work, as given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitMode {
+    /// Park at once: least CPU, a 30-45 µs wake-up on an idle vCPU.
+    Block,
+    /// Spin `--upcall-spin-us`, then park (the default).
+    Spin,
+    /// Never park: lowest latency, a core busy per waiting thread.
+    Busy,
+}
+
+/// Settings of a broker, from flags, env vars and defaults.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Config {
+    /// Directory holding persistent pools and the engine's metadata.
+    #[arg(long, env = "KASCADE_DATA_DIR", default_value = "./kascade-data")]
+    pub data_dir: PathBuf,
+    /// Upcall worker threads running lambdas.
+    #[arg(long, env = "KASCADE_UPCALL_WORKERS", default_value_t = 2)]
+    pub upcall_workers: usize,
+    /// How idle upcall workers wait.
+    #[arg(long, env = "KASCADE_UPCALL_WAIT", value_enum, default_value_t = WaitMode::Spin)]
+    pub upcall_wait: WaitMode,
+    /// Microseconds an idle upcall worker spins before it parks (with `--upcall-wait spin`).
+    #[arg(long, env = "KASCADE_UPCALL_SPIN_US", default_value_t = 200)]
+    pub upcall_spin_us: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./kascade-data"),
+            upcall_workers: 2,
+            upcall_wait: WaitMode::Spin,
+            upcall_spin_us: 200,
+        }
+    }
+}
+
+impl Config {
+    /// The settings `kascade` with no subcommand runs with: defaults overridden by `KASCADE_*` env vars.
+    pub fn default_from_env() -> Config {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Only as clap::Parser>::parse_from(["kascade"]).config
+    }
+
+    /// The engine's share of the settings.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            data_dir: Some(self.data_dir.clone()),
+            upcall_workers: self.upcall_workers,
+            upcall_wait: match self.upcall_wait {
+                WaitMode::Block => WaitPolicy::Block,
+                WaitMode::Spin => WaitPolicy::SpinThenPark {
+                    spin_us: self.upcall_spin_us,
+                },
+                WaitMode::Busy => WaitPolicy::BusyPoll,
+            },
+        }
+    }
+}

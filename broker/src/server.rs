@@ -1,0 +1,58 @@
+//! The embeddable entry point: open the engine, serve until a shutdown future resolves, stop cleanly.
+
+use std::future::Future;
+
+use kascade_core::Engine;
+
+use crate::config::Config;
+
+/// Why a broker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The engine could not open its data dir.
+    #[error("could not open the engine: {0}")]
+    Engine(#[from] kascade_core::Error),
+    /// A blocking task of the broker failed.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// A running broker: the engine and, as they land, its listeners.
+pub struct Broker {
+    engine: Engine,
+}
+
+impl Broker {
+    /// Opens the engine on the configured data dir (blocking: recovery reads the log).
+    pub fn open(config: &Config) -> Result<Broker, ServeError> {
+        let engine = Engine::open(config.engine())?;
+        Ok(Broker { engine })
+    }
+
+    /// The engine, for in-process use and tests.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Flushes and stops the engine.
+    pub fn shutdown(self) {
+        self.engine.shutdown();
+    }
+}
+
+/// Runs a broker until `shutdown` resolves, then stops it cleanly.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let open_config = config.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(&open_config))
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))??;
+    let pools = broker.engine().pools().len();
+    tracing::info!(data_dir = %config.data_dir.display(), pools, "kascade is ready");
+    shutdown.await;
+    tracing::info!("shutting down");
+    tokio::task::spawn_blocking(move || broker.shutdown())
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))?;
+    tracing::info!("kascade stopped");
+    Ok(())
+}
