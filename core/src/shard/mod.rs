@@ -257,6 +257,7 @@ impl Shard {
                         })
                         .collect(),
                 );
+                let segments = log.segment_count();
                 match log.append(&record) {
                     Ok(pos) => position = pos,
                     Err(e) => {
@@ -264,9 +265,9 @@ impl Shard {
                         return Err(e);
                     }
                 }
-                if log.segment_count() > 1 && log.first_version() < self.min_live_version() {
-                    let min_live = self.min_live_version();
-                    log.delete_before(min_live);
+                if log.segment_count() != segments {
+                    // A roll: drop the old segments no key needs any more.
+                    log.delete_before(self.min_live_version());
                 }
             }
         }
