@@ -158,8 +158,13 @@ impl Engine {
         Engine(inner)
     }
 
-    fn open_with(config: EngineConfig, mut kinds: HashMap<String, Arc<dyn LambdaKind>>) -> Result<Engine> {
-        kinds.entry("forward".into()).or_insert_with(|| Arc::new(crate::lambda::forward_kind()));
+    fn open_with(
+        config: EngineConfig,
+        mut kinds: HashMap<String, Arc<dyn LambdaKind>>,
+    ) -> Result<Engine> {
+        kinds
+            .entry("forward".into())
+            .or_insert_with(|| Arc::new(crate::lambda::forward_kind()));
         let lock = match &config.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io("create data dir", dir, e))?;
@@ -184,7 +189,11 @@ impl Engine {
             flush_requested: AtomicBool::new(false),
         });
         let inner = Arc::new_cyclic(|weak: &Weak<EngineInner>| {
-            let _ = dispatch.upcalls.set(UpcallPool::start(config.upcall_workers, config.upcall_wait, weak.clone()));
+            let _ = dispatch.upcalls.set(UpcallPool::start(
+                config.upcall_workers,
+                config.upcall_wait,
+                weak.clone(),
+            ));
             EngineInner {
                 config: config.clone(),
                 pools: RwLock::new(Vec::new()),
@@ -214,18 +223,24 @@ impl Engine {
 
     fn restore(&self) -> Result<()> {
         for info in self.list(&Prefix::new(POOLS)?)? {
-            let Some(obj) = self.get(&info.key, Get::Latest)? else { continue };
+            let Some(obj) = self.get(&info.key, Get::Latest)? else {
+                continue;
+            };
             match serde_json::from_slice::<PoolConfig>(&obj.value) {
                 Ok(config) => {
                     if let Err(e) = self.open_pool(config) {
                         tracing::error!(key = %info.key, "could not open a stored pool: {e}");
                     }
                 }
-                Err(e) => tracing::error!(key = %info.key, "ignoring an unreadable pool config: {e}"),
+                Err(e) => {
+                    tracing::error!(key = %info.key, "ignoring an unreadable pool config: {e}")
+                }
             }
         }
         for info in self.list(&Prefix::new(LAMBDAS)?)? {
-            let Some(obj) = self.get(&info.key, Get::Latest)? else { continue };
+            let Some(obj) = self.get(&info.key, Get::Latest)? else {
+                continue;
+            };
             match serde_json::from_slice::<BindingSpec>(&obj.value) {
                 Ok(spec) => {
                     if let Err(e) = self.activate(&spec) {
@@ -233,11 +248,15 @@ impl Engine {
                     }
                     self.0.specs.lock().insert(spec.name.clone(), spec);
                 }
-                Err(e) => tracing::error!(key = %info.key, "ignoring an unreadable lambda binding: {e}"),
+                Err(e) => {
+                    tracing::error!(key = %info.key, "ignoring an unreadable lambda binding: {e}")
+                }
             }
         }
         for info in self.list(&Prefix::new(PIPELINES)?)? {
-            let Some(obj) = self.get(&info.key, Get::Latest)? else { continue };
+            let Some(obj) = self.get(&info.key, Get::Latest)? else {
+                continue;
+            };
             match serde_json::from_slice::<PipelineSpec>(&obj.value) {
                 Ok(spec) => {
                     for b in spec.bindings() {
@@ -272,7 +291,13 @@ impl Engine {
         let mut shards = Vec::with_capacity(config.shards as usize);
         for i in 0..config.shards as usize {
             let shard_dir = dir.as_ref().map(|d| d.join(format!("shard-{i}")));
-            shards.push(Shard::open(&prefix, shared.clone(), i, shard_dir.as_deref(), self.0.dispatch.clone())?);
+            shards.push(Shard::open(
+                &prefix,
+                shared.clone(),
+                i,
+                shard_dir.as_deref(),
+                self.0.dispatch.clone(),
+            )?);
         }
         let pool = Arc::new(PoolState {
             prefix: prefix.clone(),
@@ -379,7 +404,13 @@ impl Engine {
 
     /// Every pool's config, the system pool included.
     pub fn pools(&self) -> Vec<PoolConfig> {
-        let mut out: Vec<PoolConfig> = self.0.pools.read().iter().map(|p| (**p.config.read()).clone()).collect();
+        let mut out: Vec<PoolConfig> = self
+            .0
+            .pools
+            .read()
+            .iter()
+            .map(|p| (**p.config.read()).clone())
+            .collect();
         out.sort_by(|a, b| a.prefix.cmp(&b.prefix));
         out
     }
@@ -420,7 +451,9 @@ impl Engine {
 
     /// Stores several versions atomically: all keys must share one pool and one affinity key.
     pub fn put_many(&self, puts: Vec<Put>, ack: Ack) -> Result<Vec<WriteResult>> {
-        let Some(first) = puts.first() else { return Ok(Vec::new()) };
+        let Some(first) = puts.first() else {
+            return Ok(Vec::new());
+        };
         let (pool, shard) = self.shard(&first.key, first.affinity.as_ref())?;
         for p in &puts {
             check_put(&pool, p)?;
@@ -455,7 +488,11 @@ impl Engine {
         }
         if pool.config.read().storage == Storage::Trigger {
             // In a trigger pool a trigger is ordered like a put: it advances the key's seq.
-            let mut r = Sequencer::write(&*shard, vec![(Put::new(key.clone(), value), false)], Ack::Applied)?;
+            let mut r = Sequencer::write(
+                &*shard,
+                vec![(Put::new(key.clone(), value), false)],
+                Ack::Applied,
+            )?;
             return r.pop().ok_or(Error::ShuttingDown);
         }
         Sequencer::trigger(&*shard, key, value)
@@ -484,13 +521,23 @@ impl Engine {
     }
 
     /// Reads a version of an object placed by an affinity key.
-    pub fn get_placed(&self, key: &Key, affinity: &Key, query: Get) -> Result<Option<Arc<ObjectVersion>>> {
+    pub fn get_placed(
+        &self,
+        key: &Key,
+        affinity: &Key,
+        query: Get,
+    ) -> Result<Option<Arc<ObjectVersion>>> {
         self.0.gets.increment(1);
         Ok(self.shard(key, Some(affinity))?.1.get(key, query))
     }
 
     /// Reads the versions of `key` from `from_seq` on, within `limit`.
-    pub fn range(&self, key: &Key, from_seq: u64, limit: RangeLimit) -> Result<Vec<Arc<ObjectVersion>>> {
+    pub fn range(
+        &self,
+        key: &Key,
+        from_seq: u64,
+        limit: RangeLimit,
+    ) -> Result<Vec<Arc<ObjectVersion>>> {
         self.0.ranges.increment(1);
         self.shard(key, None)?.1.range(key, from_seq, limit)
     }
@@ -588,19 +635,33 @@ impl Engine {
             .read()
             .get(&spec.kind)
             .cloned()
-            .ok_or_else(|| Error::Lambda(format!("no lambda kind named {:?} is registered", spec.kind)))?;
+            .ok_or_else(|| {
+                Error::Lambda(format!(
+                    "no lambda kind named {:?} is registered",
+                    spec.kind
+                ))
+            })?;
         let lambda = kind.build(&spec.config).map_err(|e| Error::Lambda(e.0))?;
         let mut destinations = Vec::new();
         for d in &spec.destinations {
             destinations.push((Prefix::new(&d.prefix)?, d.mode));
         }
-        self.install(Binding::new(spec.name.clone(), Prefix::new(&spec.prefix)?, lambda, destinations));
+        self.install(Binding::new(
+            spec.name.clone(),
+            Prefix::new(&spec.prefix)?,
+            lambda,
+            destinations,
+        ));
         Ok(())
     }
 
     fn install(&self, binding: Binding) {
         let mut bindings = self.0.dispatch.bindings.write();
-        let mut next: Vec<Arc<Binding>> = bindings.iter().filter(|b| b.name != binding.name).cloned().collect();
+        let mut next: Vec<Arc<Binding>> = bindings
+            .iter()
+            .filter(|b| b.name != binding.name)
+            .cloned()
+            .collect();
         next.push(Arc::new(binding));
         *bindings = Arc::new(next);
     }
@@ -617,7 +678,11 @@ impl Engine {
 
     fn uninstall(&self, name: &str) -> bool {
         let mut bindings = self.0.dispatch.bindings.write();
-        let next: Vec<Arc<Binding>> = bindings.iter().filter(|b| b.name != name).cloned().collect();
+        let next: Vec<Arc<Binding>> = bindings
+            .iter()
+            .filter(|b| b.name != name)
+            .cloned()
+            .collect();
         let existed = next.len() != bindings.len();
         *bindings = Arc::new(next);
         existed
@@ -632,7 +697,13 @@ impl Engine {
 
     /// Counters of every active binding.
     pub fn lambda_stats(&self) -> Vec<LambdaStatsSnapshot> {
-        self.0.dispatch.bindings.read().iter().map(|b| b.snapshot()).collect()
+        self.0
+            .dispatch
+            .bindings
+            .read()
+            .iter()
+            .map(|b| b.snapshot())
+            .collect()
     }
 
     /// Upcalls queued and not yet started.
@@ -667,7 +738,9 @@ impl Engine {
     /// Removes a pipeline and its bindings; true when it existed.
     pub fn remove_pipeline(&self, name: &str) -> Result<bool> {
         let _admin = self.0.admin.lock();
-        let Some(spec) = self.0.pipelines.lock().remove(name) else { return Ok(false) };
+        let Some(spec) = self.0.pipelines.lock().remove(name) else {
+            return Ok(false);
+        };
         for b in spec.bindings() {
             self.uninstall(&b.name);
         }
@@ -751,7 +824,9 @@ fn flusher(engine: Weak<EngineInner>) {
     let mut last_interval_flush = Instant::now();
     loop {
         let period = {
-            let Some(inner) = engine.upgrade() else { return };
+            let Some(inner) = engine.upgrade() else {
+                return;
+            };
             if inner.stopping.load(Ordering::SeqCst) {
                 return;
             }

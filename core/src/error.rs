@@ -57,7 +57,9 @@ pub enum Error {
         current: u32,
     },
     /// A write with an idempotence token skipped sequence numbers.
-    #[error("writer {writer} sent sequence {got}, expected {expected}: a write was lost in between")]
+    #[error(
+        "writer {writer} sent sequence {got}, expected {expected}: a write was lost in between"
+    )]
     OutOfOrderSequence {
         /// The writer id.
         writer: u64,

@@ -136,15 +136,27 @@ mod tests {
         let mut t = IdempotenceTable::default();
         assert_eq!(t.check(&key, &token(0, 0)).unwrap(), Check::Fresh);
         t.record(&key, &token(0, 0), 3, result(1));
-        assert_eq!(t.check(&key, &token(0, 0)).unwrap(), Check::Duplicate(result(1)));
+        assert_eq!(
+            t.check(&key, &token(0, 0)).unwrap(),
+            Check::Duplicate(result(1))
+        );
         assert_eq!(t.check(&key, &token(0, 3)).unwrap(), Check::Fresh);
-        assert!(matches!(t.check(&key, &token(0, 4)), Err(Error::OutOfOrderSequence { expected: 3, .. })));
+        assert!(matches!(
+            t.check(&key, &token(0, 4)),
+            Err(Error::OutOfOrderSequence { expected: 3, .. })
+        ));
         for i in 1..=6 {
             t.record(&key, &token(0, 3 * i), 3, result(1 + i as u64));
         }
-        assert!(matches!(t.check(&key, &token(0, 0)), Err(Error::DuplicateOutsideWindow { .. })));
+        assert!(matches!(
+            t.check(&key, &token(0, 0)),
+            Err(Error::DuplicateOutsideWindow { .. })
+        ));
         assert_eq!(t.check(&key, &token(1, 0)).unwrap(), Check::Fresh);
         t.record(&key, &token(1, 0), 1, result(9));
-        assert!(matches!(t.check(&key, &token(0, 21)), Err(Error::FencedEpoch { current: 1, .. })));
+        assert!(matches!(
+            t.check(&key, &token(0, 21)),
+            Err(Error::FencedEpoch { current: 1, .. })
+        ));
     }
 }

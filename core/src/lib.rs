@@ -40,8 +40,12 @@ pub mod waiter;
 pub use engine::{Engine, EngineBuilder, EngineConfig, SYSTEM_PREFIX};
 pub use error::{Error, Result};
 pub use key::{Key, Prefix};
-pub use lambda::{BindingSpec, Destination, EmitMode, Lambda, LambdaContext, LambdaError, LambdaKind};
-pub use object::{Ack, Get, IdempotenceToken, KeyInfo, ObjectVersion, Put, RangeLimit, WriteResult};
+pub use lambda::{
+    BindingSpec, Destination, EmitMode, Lambda, LambdaContext, LambdaError, LambdaKind,
+};
+pub use object::{
+    Ack, Get, IdempotenceToken, KeyInfo, ObjectVersion, Put, RangeLimit, WriteResult,
+};
 pub use pipeline::{PipelineSpec, Vertex};
 pub use pool::{FsyncPolicy, PoolConfig, Retention, Storage, UpcallOrdering};
 pub use spin::WaitPolicy;

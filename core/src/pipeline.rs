@@ -58,13 +58,19 @@ impl PipelineSpec {
     pub fn validate(&self) -> Result<()> {
         check_name(&self.name).map_err(Error::Pipeline)?;
         if self.vertices.is_empty() {
-            return Err(Error::Pipeline(format!("pipeline {:?} has no vertex", self.name)));
+            return Err(Error::Pipeline(format!(
+                "pipeline {:?} has no vertex",
+                self.name
+            )));
         }
         let mut names = std::collections::HashSet::new();
         for v in &self.vertices {
             check_name(&v.name).map_err(Error::Pipeline)?;
             if !names.insert(&v.name) {
-                return Err(Error::Pipeline(format!("vertex {:?} appears twice", v.name)));
+                return Err(Error::Pipeline(format!(
+                    "vertex {:?} appears twice",
+                    v.name
+                )));
             }
         }
         Ok(())
@@ -91,11 +97,15 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
         && name.len() <= 128
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(format!("name {name:?} must be 1-128 letters, digits, '-', '_' or '.'"))
+        Err(format!(
+            "name {name:?} must be 1-128 letters, digits, '-', '_' or '.'"
+        ))
     }
 }
 

@@ -162,7 +162,9 @@ impl PoolConfig {
             return bad("an fsync interval must be at least 1 ms");
         }
         if self.retention.max_versions == Some(0) {
-            return bad("retention.max_versions must be at least 1 (the newest version is always kept)");
+            return bad(
+                "retention.max_versions must be at least 1 (the newest version is always kept)",
+            );
         }
         Ok(prefix)
     }
@@ -219,7 +221,10 @@ mod tests {
 
     #[test]
     fn bad_configs_are_refused() {
-        assert!(PoolConfig::new("/a", Storage::Volatile).shards(0).validate().is_err());
+        assert!(PoolConfig::new("/a", Storage::Volatile)
+            .shards(0)
+            .validate()
+            .is_err());
         assert!(PoolConfig::new("a", Storage::Volatile).validate().is_err());
     }
 }

@@ -32,14 +32,22 @@ impl From<Error> for LambdaError {
 /// Code run after each new version under a prefix.
 pub trait Lambda: Send + Sync + 'static {
     /// Handles one version; the object is shared with the store, not copied.
-    fn call(&self, ctx: &LambdaContext<'_>, object: &Arc<ObjectVersion>) -> Result<(), LambdaError>;
+    fn call(&self, ctx: &LambdaContext<'_>, object: &Arc<ObjectVersion>)
+        -> Result<(), LambdaError>;
 }
 
 impl<F> Lambda for F
 where
-    F: Fn(&LambdaContext<'_>, &Arc<ObjectVersion>) -> Result<(), LambdaError> + Send + Sync + 'static,
+    F: Fn(&LambdaContext<'_>, &Arc<ObjectVersion>) -> Result<(), LambdaError>
+        + Send
+        + Sync
+        + 'static,
 {
-    fn call(&self, ctx: &LambdaContext<'_>, object: &Arc<ObjectVersion>) -> Result<(), LambdaError> {
+    fn call(
+        &self,
+        ctx: &LambdaContext<'_>,
+        object: &Arc<ObjectVersion>,
+    ) -> Result<(), LambdaError> {
         self(ctx, object)
     }
 }
@@ -144,7 +152,12 @@ pub struct Binding {
 }
 
 impl Binding {
-    pub(crate) fn new(name: String, prefix: Prefix, lambda: Arc<dyn Lambda>, destinations: Vec<(Prefix, EmitMode)>) -> Binding {
+    pub(crate) fn new(
+        name: String,
+        prefix: Prefix,
+        lambda: Arc<dyn Lambda>,
+        destinations: Vec<(Prefix, EmitMode)>,
+    ) -> Binding {
         let labels = [("lambda", name.clone())];
         Binding {
             calls_metric: metrics::counter!("kascade_lambda_calls_total", &labels),
@@ -166,7 +179,12 @@ impl Binding {
             prefix: self.prefix.to_string(),
             calls,
             errors: self.stats.errors.load(Ordering::Relaxed),
-            mean_ns: self.stats.busy_ns.load(Ordering::Relaxed).checked_div(calls).unwrap_or(0),
+            mean_ns: self
+                .stats
+                .busy_ns
+                .load(Ordering::Relaxed)
+                .checked_div(calls)
+                .unwrap_or(0),
         }
     }
 }
@@ -190,8 +208,14 @@ impl LambdaContext<'_> {
 
     /// Sends `value` to every destination of this binding, under the input key's path
     /// relative to the bound prefix (`/in/a/b` bound at `/in` emits to `/out/a/b`).
-    pub fn emit(&self, input: &ObjectVersion, value: Bytes) -> Result<Vec<WriteResult>, LambdaError> {
-        let engine = self.engine().ok_or_else(|| LambdaError(Error::ShuttingDown.to_string()))?;
+    pub fn emit(
+        &self,
+        input: &ObjectVersion,
+        value: Bytes,
+    ) -> Result<Vec<WriteResult>, LambdaError> {
+        let engine = self
+            .engine()
+            .ok_or_else(|| LambdaError(Error::ShuttingDown.to_string()))?;
         let relative = input.key.relative_to(&self.binding.prefix).unwrap_or("");
         let mut out = Vec::with_capacity(self.binding.destinations.len());
         for (prefix, mode) in &self.binding.destinations {
@@ -201,7 +225,9 @@ impl LambdaContext<'_> {
                 prefix.join(relative)?
             };
             out.push(match mode {
-                EmitMode::Put => engine.put_with(Put::new(key, value.clone()), crate::object::Ack::Applied)?,
+                EmitMode::Put => {
+                    engine.put_with(Put::new(key, value.clone()), crate::object::Ack::Applied)?
+                }
                 EmitMode::Trigger => engine.trigger(&key, value.clone())?,
             });
         }
@@ -212,8 +238,10 @@ impl LambdaContext<'_> {
 /// The built-in `forward` kind: emits each input unchanged (the no-op pipeline stage).
 pub fn forward_kind() -> impl LambdaKind {
     |_config: &serde_json::Value| -> Result<Arc<dyn Lambda>, LambdaError> {
-        Ok(Arc::new(|ctx: &LambdaContext<'_>, obj: &Arc<ObjectVersion>| {
-            ctx.emit(obj, obj.value.clone()).map(|_| ())
-        }))
+        Ok(Arc::new(
+            |ctx: &LambdaContext<'_>, obj: &Arc<ObjectVersion>| {
+                ctx.emit(obj, obj.value.clone()).map(|_| ())
+            },
+        ))
     }
 }

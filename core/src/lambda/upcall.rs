@@ -44,7 +44,11 @@ pub struct UpcallPool {
 
 impl UpcallPool {
     /// Starts `workers` threads that wait by `policy`.
-    pub(crate) fn start(workers: usize, policy: WaitPolicy, engine: Weak<EngineInner>) -> UpcallPool {
+    pub(crate) fn start(
+        workers: usize,
+        policy: WaitPolicy,
+        engine: Weak<EngineInner>,
+    ) -> UpcallPool {
         let stop = Arc::new(AtomicBool::new(false));
         let mut queues = Vec::new();
         let mut handles = Vec::new();
@@ -92,7 +96,10 @@ impl UpcallPool {
 
     /// Upcalls queued and not yet started.
     pub fn backlog(&self) -> usize {
-        self.queues.iter().map(|q| q.len.load(Ordering::Relaxed)).sum()
+        self.queues
+            .iter()
+            .map(|q| q.len.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Stops the workers after the queued upcalls ran.
@@ -147,10 +154,14 @@ fn run(engine: &Weak<EngineInner>, task: Task) {
     let binding = &task.binding;
     let ctx = LambdaContext { engine, binding };
     let start = Instant::now();
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| binding.lambda.call(&ctx, &task.object)));
+    let outcome =
+        std::panic::catch_unwind(AssertUnwindSafe(|| binding.lambda.call(&ctx, &task.object)));
     let elapsed = start.elapsed();
     binding.stats.calls.fetch_add(1, Ordering::Relaxed);
-    binding.stats.busy_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    binding
+        .stats
+        .busy_ns
+        .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     binding.calls_metric.increment(1);
     binding.duration_metric.record(elapsed.as_secs_f64());
     let failure = match outcome {

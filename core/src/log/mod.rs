@@ -107,12 +107,16 @@ impl ShardLog {
                         records.push((rec, *base));
                         offset += len;
                     }
-                    Frame::Incomplete if i == last => {
+                    // A torn write is the last thing in the log: if whole records follow a
+                    // frame that runs past the end (a damaged length), it is corruption.
+                    Frame::Incomplete | Frame::Bad(_)
+                        if i == last && is_torn_tail(&data[offset..]) =>
+                    {
                         stop = Some(None);
                         break;
                     }
-                    Frame::Bad(_) if i == last && is_torn_tail(&data[offset..]) => {
-                        stop = Some(None);
+                    Frame::Incomplete if i == last => {
+                        stop = Some(Some("a record's length runs past the end of the log, yet whole records follow it".to_string()));
                         break;
                     }
                     Frame::Incomplete => {
@@ -165,7 +169,10 @@ impl ShardLog {
                     .append(true)
                     .open(&seg.path)
                     .map_err(|e| Error::io("open segment", &seg.path, e))?;
-                let len = f.metadata().map_err(|e| Error::io("stat segment", &seg.path, e))?.len();
+                let len = f
+                    .metadata()
+                    .map_err(|e| Error::io("stat segment", &seg.path, e))?
+                    .len();
                 (f, len)
             }
             _ => {
@@ -183,7 +190,9 @@ impl ShardLog {
                 (f, 0)
             }
         };
-        let path = segments.last().map_or_else(|| dir.join(segment_name(next_base)), |s| s.path.clone());
+        let path = segments
+            .last()
+            .map_or_else(|| dir.join(segment_name(next_base)), |s| s.path.clone());
         let sync = Arc::new(SyncState {
             inner: Mutex::new(SyncInner {
                 file: active.try_clone().ok(),
@@ -205,7 +214,13 @@ impl ShardLog {
             buf: BytesMut::with_capacity(4096),
             sync,
         };
-        Ok((log, Recovered { records, corruption }))
+        Ok((
+            log,
+            Recovered {
+                records,
+                corruption,
+            },
+        ))
     }
 
     /// The group-commit handle writers wait on.
@@ -242,11 +257,22 @@ impl ShardLog {
     }
 
     fn roll(&mut self, next_version: u64) -> Result<()> {
-        let old = &self.segments[self.segments.len() - 1].path;
-        self.active.sync_data().map_err(|e| Error::io("fsync segment", old, e))?;
+        let last = &self.segments[self.segments.len() - 1];
+        let old = &last.path;
+        self.active
+            .sync_data()
+            .map_err(|e| Error::io("fsync segment", old, e))?;
+        // A trim record carries the version of the update before it, so a roll on a trim
+        // could reuse the last segment's name: reopening that file and later deleting it
+        // as "old" would delete live records. Names must strictly increase.
+        let next_version = next_version
+            .max(last.max_version + 1)
+            .max(last.base_version + 1);
         let path = self.dir.join(segment_name(next_version));
         let file = create_segment(&self.dir, &path)?;
-        let clone = file.try_clone().map_err(|e| Error::io("open segment", &path, e))?;
+        let clone = file
+            .try_clone()
+            .map_err(|e| Error::io("open segment", &path, e))?;
         self.active = file;
         self.active_len = 0;
         self.segments.push(Segment {
@@ -267,8 +293,12 @@ impl ShardLog {
         while self.segments.len() > 1 && self.segments[0].max_version < min_live_version {
             let seg = self.segments.remove(0);
             match fs::remove_file(&seg.path) {
-                Ok(()) => tracing::debug!(path = %seg.path.display(), "deleted a segment past retention"),
-                Err(e) => tracing::warn!(path = %seg.path.display(), "could not delete a segment: {e}"),
+                Ok(()) => {
+                    tracing::debug!(path = %seg.path.display(), "deleted a segment past retention")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %seg.path.display(), "could not delete a segment: {e}")
+                }
             }
         }
     }
@@ -313,7 +343,10 @@ impl SyncState {
         let mut s = self.inner.lock();
         loop {
             if let Some(why) = &s.failed {
-                return Err(Error::ShardFailed(s.path.display().to_string(), why.clone()));
+                return Err(Error::ShardFailed(
+                    s.path.display().to_string(),
+                    why.clone(),
+                ));
             }
             if s.synced >= position {
                 return Ok(());
@@ -446,6 +479,9 @@ mod tests {
         let (_, rec) = ShardLog::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(rec.records.len(), 1);
         let err = rec.corruption.expect("corruption reported").to_string();
-        assert!(err.contains("corrupt record") && err.contains("CRC32C"), "{err}");
+        assert!(
+            err.contains("corrupt record") && err.contains("CRC32C"),
+            "{err}"
+        );
     }
 }

@@ -44,7 +44,9 @@ impl LogRecord {
     /// The highest shard version the record mentions.
     pub fn max_version(&self) -> u64 {
         match self {
-            LogRecord::Put(versions) => versions.iter().map(|v| v.object.version).max().unwrap_or(0),
+            LogRecord::Put(versions) => {
+                versions.iter().map(|v| v.object.version).max().unwrap_or(0)
+            }
             LogRecord::Trim { version, .. } => *version,
         }
     }
@@ -116,7 +118,9 @@ fn encode_version(v: &LoggedVersion, out: &mut BytesMut) {
     out.put_u32_le(o.count);
     out.put_u64_le(o.timestamp_us);
     out.put_u64_le(o.prev_version);
-    let flags = u8::from(o.tombstone) | (u8::from(o.affinity.is_some()) << 1) | (u8::from(v.token.is_some()) << 2);
+    let flags = u8::from(o.tombstone)
+        | (u8::from(o.affinity.is_some()) << 1)
+        | (u8::from(v.token.is_some()) << 2);
     out.put_u8(flags);
     if let Some(a) = &o.affinity {
         put_str(out, a.as_str());
@@ -141,7 +145,11 @@ fn decode_version(buf: &mut Bytes) -> Result<LoggedVersion, &'static str> {
     if flags & !0b111 != 0 {
         return Err("unknown flags");
     }
-    let affinity = if flags & 2 != 0 { Some(get_key(buf)?) } else { None };
+    let affinity = if flags & 2 != 0 {
+        Some(get_key(buf)?)
+    } else {
+        None
+    };
     let token = if flags & 4 != 0 {
         Some(IdempotenceToken {
             writer: get_u64(buf)?,
@@ -258,7 +266,10 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let records = [
-            LogRecord::Put(vec![version("/a/b", 3, b"hello", true), version("/a/c", 4, b"", false)]),
+            LogRecord::Put(vec![
+                version("/a/b", 3, b"hello", true),
+                version("/a/c", 4, b"", false),
+            ]),
             LogRecord::Trim {
                 key: Key::new("/a/b").unwrap(),
                 start_seq: 9,

@@ -45,11 +45,15 @@ impl History {
     /// Drops versions past the pool's retention; never the newest, never an unpublished one.
     pub(crate) fn enforce(&mut self, retention: &Retention, now_us: u64, visible: u64) {
         while self.versions.len() > 1 {
-            let Some(front) = self.versions.front() else { break };
+            let Some(front) = self.versions.front() else {
+                break;
+            };
             if front.version > visible {
                 break;
             }
-            let too_many = retention.max_versions.is_some_and(|m| self.versions.len() as u64 > m);
+            let too_many = retention
+                .max_versions
+                .is_some_and(|m| self.versions.len() as u64 > m);
             let too_big = retention.max_bytes.is_some_and(|m| self.bytes > m);
             let too_old = retention
                 .max_age_ms
@@ -89,14 +93,25 @@ impl History {
                 let i = v.partition_point(|o| o.next_seq() <= seq);
                 (seq >= self.start_seq && i < n && v[i].seq <= seq).then_some(i)
             }
-            Get::AtTime(t) => v.partition_point(|o| o.timestamp_us <= t).min(n).checked_sub(1),
-            Get::FirstAtOrAfter(t) => Some(v.partition_point(|o| o.timestamp_us < t)).filter(|&i| i < n),
+            Get::AtTime(t) => v
+                .partition_point(|o| o.timestamp_us <= t)
+                .min(n)
+                .checked_sub(1),
+            Get::FirstAtOrAfter(t) => {
+                Some(v.partition_point(|o| o.timestamp_us < t)).filter(|&i| i < n)
+            }
         };
         index.map(|i| v[i].clone())
     }
 
     /// Visible versions from `from_seq` on, within `limit` (the first one always).
-    pub(crate) fn range(&self, key: &str, from_seq: u64, limit: RangeLimit, visible: u64) -> Result<Vec<Arc<ObjectVersion>>> {
+    pub(crate) fn range(
+        &self,
+        key: &str,
+        from_seq: u64,
+        limit: RangeLimit,
+        visible: u64,
+    ) -> Result<Vec<Arc<ObjectVersion>>> {
         let end = self.visible_next_seq(visible);
         if from_seq < self.start_seq || from_seq > end {
             return Err(Error::SeqOutOfRange {
@@ -111,7 +126,9 @@ impl History {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for v in self.versions.range(first.min(n)..n) {
-            if out.len() >= limit.max_versions || (!out.is_empty() && bytes + v.value.len() > limit.max_bytes) {
+            if out.len() >= limit.max_versions
+                || (!out.is_empty() && bytes + v.value.len() > limit.max_bytes)
+            {
                 break;
             }
             bytes += v.value.len();

@@ -73,7 +73,9 @@ pub(crate) struct Shard {
 }
 
 pub(crate) fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// One update to be ordered.
@@ -86,7 +88,13 @@ struct Planned {
 
 impl Shard {
     /// Opens a shard; for a persistent pool, recovers its log from `dir`.
-    pub(crate) fn open(prefix: &Prefix, shared: SharedConfig, index: usize, dir: Option<&Path>, dispatch: Arc<Dispatch>) -> Result<Arc<Shard>> {
+    pub(crate) fn open(
+        prefix: &Prefix,
+        shared: SharedConfig,
+        index: usize,
+        dir: Option<&Path>,
+        dispatch: Arc<Dispatch>,
+    ) -> Result<Arc<Shard>> {
         let config = shared.read().clone();
         let name = format!("{prefix}#{index}");
         let labels = [("pool", prefix.to_string())];
@@ -154,20 +162,35 @@ impl Shard {
                         w.dedup.record(&object.key, token, object.count, result);
                     }
                     if let Some(a) = &object.affinity {
-                        self.affinity.entry(a.clone()).or_default().insert(object.key.clone());
+                        self.affinity
+                            .entry(a.clone())
+                            .or_default()
+                            .insert(object.key.clone());
                     }
                     let history = self.history(&object.key);
                     let mut h = history.write();
+                    if h.versions.is_empty() {
+                        // The key's older records may be in segments deleted past retention:
+                        // its log starts at its first surviving version.
+                        h.start_seq = h.start_seq.max(object.seq);
+                    }
                     h.next_seq = object.next_seq();
                     h.latest_version = object.version;
                     h.last_record_version = object.version;
                     h.push(object);
                 }
             }
-            LogRecord::Trim { key, start_seq, version } => {
+            LogRecord::Trim {
+                key,
+                start_seq,
+                version,
+            } => {
                 let history = self.history(&key);
                 let mut h = history.write();
                 h.trim(start_seq);
+                // A trim never passes the log end, so it bounds it even when the key's
+                // puts were in segments deleted since.
+                h.next_seq = h.next_seq.max(start_seq);
                 h.last_record_version = version;
             }
         }
@@ -185,7 +208,8 @@ impl Shard {
     }
 
     fn waits_for_fsync(&self) -> bool {
-        self.storage == Storage::Persistent && matches!(self.config.read().fsync, FsyncPolicy::Always)
+        self.storage == Storage::Persistent
+            && matches!(self.config.read().fsync, FsyncPolicy::Always)
     }
 
     /// Orders and applies puts (one, or an atomic `put_many`), returning where each landed.
@@ -290,12 +314,19 @@ impl Shard {
                 h.last_record_version = object.version;
                 if store {
                     h.push(object.clone());
-                    let visible = if visible_now { object.version } else { self.visible() };
+                    let visible = if visible_now {
+                        object.version
+                    } else {
+                        self.visible()
+                    };
                     h.enforce(&config.retention, now, visible);
                 }
             }
             if let Some(a) = &object.affinity {
-                self.affinity.entry(a.clone()).or_default().insert(object.key.clone());
+                self.affinity
+                    .entry(a.clone())
+                    .or_default()
+                    .insert(object.key.clone());
             }
             let result = WriteResult {
                 version: object.version,
@@ -332,7 +363,9 @@ impl Shard {
         if let Some(sync) = &self.sync {
             let start = std::time::Instant::now();
             sync.wait_durable(position)?;
-            self.metrics.fsync_wait.record(start.elapsed().as_secs_f64());
+            self.metrics
+                .fsync_wait
+                .record(start.elapsed().as_secs_f64());
             self.publish_durable(sync);
         }
         Ok(())
@@ -344,7 +377,9 @@ impl Shard {
         let config = self.config.read().clone();
         let mut pending = self.pending.lock();
         while pending.front().is_some_and(|(pos, _)| *pos <= synced) {
-            let Some((_, object)) = pending.pop_front() else { break };
+            let Some((_, object)) = pending.pop_front() else {
+                break;
+            };
             self.visible.store(object.version, Ordering::Release);
             self.dispatch.dispatch(&object, &config);
         }
@@ -456,7 +491,10 @@ impl Shard {
     /// Applies age retention to every key (the flusher calls this periodically).
     pub(crate) fn sweep(&self, now: u64) {
         let retention = self.config.read().retention;
-        if retention.max_age_ms.is_none() && retention.max_bytes.is_none() && retention.max_versions.is_none() {
+        if retention.max_age_ms.is_none()
+            && retention.max_bytes.is_none()
+            && retention.max_versions.is_none()
+        {
             return;
         }
         let _w = self.writer.lock();
@@ -472,7 +510,9 @@ impl Shard {
         let mut min = u64::MAX;
         for entry in self.index.iter() {
             let h = entry.value().read();
-            let live = h.versions.front().map_or(h.last_record_version, |v| v.version.min(h.last_record_version));
+            let live = h.versions.front().map_or(h.last_record_version, |v| {
+                v.version.min(h.last_record_version)
+            });
             min = min.min(live);
         }
         min
@@ -481,11 +521,18 @@ impl Shard {
     /// Reads one version.
     pub(crate) fn get(&self, key: &Key, query: Get) -> Option<Arc<ObjectVersion>> {
         let visible = self.visible();
-        self.index.get(key).and_then(|h| h.read().get(query, visible))
+        self.index
+            .get(key)
+            .and_then(|h| h.read().get(query, visible))
     }
 
     /// Reads versions from a seq on.
-    pub(crate) fn range(&self, key: &Key, from_seq: u64, limit: RangeLimit) -> Result<Vec<Arc<ObjectVersion>>> {
+    pub(crate) fn range(
+        &self,
+        key: &Key,
+        from_seq: u64,
+        limit: RangeLimit,
+    ) -> Result<Vec<Arc<ObjectVersion>>> {
         let visible = self.visible();
         match self.index.get(key) {
             Some(h) => h.read().range(key.as_str(), from_seq, limit, visible),
@@ -502,7 +549,9 @@ impl Shard {
     /// A key's bounds; `None` when the key was never written.
     pub(crate) fn info(&self, key: &Key) -> Option<KeyInfo> {
         let visible = self.visible();
-        self.index.get(key).map(|h| h.read().info(key.clone(), visible))
+        self.index
+            .get(key)
+            .map(|h| h.read().info(key.clone(), visible))
     }
 
     /// Keys at or under `prefix` with their bounds (removed keys left out).
@@ -520,7 +569,10 @@ impl Shard {
 
     /// Keys placed by `affinity`.
     pub(crate) fn affinity_set(&self, affinity: &Key) -> Vec<Key> {
-        self.affinity.get(affinity).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.affinity
+            .get(affinity)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The dedup state of a key's writers: `(writer, epoch, next sequence)`.
