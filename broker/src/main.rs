@@ -41,7 +41,9 @@ fn main() -> anyhow::Result<()> {
         .block_on(async {
             // Install the handlers before the broker says it is ready, so no signal is missed.
             let shutdown = shutdown_signal()?;
-            kascade::serve(config.clone(), shutdown).await.map_err(anyhow::Error::from)
+            kascade::serve(config.clone(), shutdown)
+                .await
+                .map_err(anyhow::Error::from)
         })
         .with_context(|| format!("serving with data dir {}", config.data_dir.display()))
 }

@@ -55,9 +55,15 @@ fn serve_stops_cleanly_on_sigterm_and_on_ctrl_c() {
         signal(&child, sig);
         wait_for(&rx, "kascade stopped");
         let status = child.wait().unwrap();
-        assert!(status.success(), "exit status {status:?} after signal {sig}");
+        assert!(
+            status.success(),
+            "exit status {status:?} after signal {sig}"
+        );
     }
-    assert!(dir.path().join("pools").is_dir(), "the data dir holds the system pool");
+    assert!(
+        dir.path().join("pools").is_dir(),
+        "the data dir holds the system pool"
+    );
 }
 
 #[test]
@@ -87,9 +93,13 @@ fn data_written_before_a_restart_of_the_binary_is_still_there() {
     {
         let broker = kascade::Broker::open(&config).unwrap();
         let engine = broker.engine();
-        engine.create_pool(PoolConfig::new("/sensors", Storage::Persistent)).unwrap();
+        engine
+            .create_pool(PoolConfig::new("/sensors", Storage::Persistent))
+            .unwrap();
         for i in 0..10 {
-            engine.put(Put::new(key.clone(), format!("reading {i}"))).unwrap();
+            engine
+                .put(Put::new(key.clone(), format!("reading {i}")))
+                .unwrap();
         }
         broker.shutdown();
     }
@@ -101,8 +111,18 @@ fn data_written_before_a_restart_of_the_binary_is_still_there() {
 
     let broker = kascade::Broker::open(&config).unwrap();
     let engine = broker.engine();
-    assert_eq!(engine.pools().iter().filter(|p| p.prefix == "/sensors").count(), 1);
+    assert_eq!(
+        engine
+            .pools()
+            .iter()
+            .filter(|p| p.prefix == "/sensors")
+            .count(),
+        1
+    );
     let latest = engine.get(&key, Get::Latest).unwrap().expect("kept");
     assert_eq!((latest.seq, &latest.value[..]), (9, &b"reading 9"[..]));
-    assert_eq!(engine.get(&key, Get::Seq(3)).unwrap().unwrap().value, "reading 3");
+    assert_eq!(
+        engine.get(&key, Get::Seq(3)).unwrap().unwrap().value,
+        "reading 3"
+    );
 }
