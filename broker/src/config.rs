@@ -30,6 +30,25 @@ pub struct Config {
     /// Microseconds an idle upcall worker spins before it parks (with `--upcall-wait spin`).
     #[arg(long, env = "KASCADE_UPCALL_SPIN_US", default_value_t = 200)]
     pub upcall_spin_us: u64,
+    /// Address the Kafka listener binds (IPv4 loopback by default).
+    #[arg(long, env = "KASCADE_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: String,
+    /// `host:port` clients are told to connect to; the bound address when unset.
+    #[arg(long, env = "KASCADE_ADVERTISED")]
+    pub advertised: Option<String>,
+    /// This broker's Kafka node id.
+    #[arg(long, env = "KASCADE_NODE_ID", default_value_t = 0)]
+    pub node_id: i32,
+    /// Create a topic when a client asks for one that does not exist (Kafka's
+    /// `auto.create.topics.enable`; off by default, as in Redpanda).
+    #[arg(long, env = "KASCADE_AUTO_CREATE_TOPICS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic or of a CreateTopics request that leaves it to the broker.
+    #[arg(long, env = "KASCADE_NUM_PARTITIONS", default_value_t = 1)]
+    pub num_partitions: i32,
+    /// Largest Kafka request frame accepted; a bigger one closes the connection.
+    #[arg(long, env = "KASCADE_MAX_FRAME_BYTES", default_value_t = kascade_wire::kafka::frame::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
 }
 
 impl Default for Config {
@@ -39,6 +58,12 @@ impl Default for Config {
             upcall_workers: 2,
             upcall_wait: WaitMode::Spin,
             upcall_spin_us: 200,
+            listen: "127.0.0.1:9092".into(),
+            advertised: None,
+            node_id: 0,
+            auto_create_topics: false,
+            num_partitions: 1,
+            max_frame_bytes: kascade_wire::kafka::frame::DEFAULT_MAX_FRAME_BYTES,
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Serves the engine (`kascade-core`) to the world. This crate owns the
 //! configuration, the embeddable entry point [`serve`], and the `kascade`
-//! binary's command line. The Kafka face, the admin API and the native
-//! listeners are mapped onto the engine here as they land; today the broker
-//! opens the engine on its data dir and runs until it is told to stop.
+//! binary's command line, and maps the faces of Kascade onto the engine: the
+//! Kafka listener ([`kafka`]: topics as pools, partitions as keys, offsets as
+//! seqs); the admin API and the native listeners land here next.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -14,6 +14,7 @@
 //! ```
 
 pub mod config;
+pub mod kafka;
 pub mod server;
 
 pub use config::Config;

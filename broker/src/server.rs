@@ -12,6 +12,9 @@ pub enum ServeError {
     /// The engine could not open its data dir.
     #[error("could not open the engine: {0}")]
     Engine(#[from] kascade_core::Error),
+    /// The Kafka listener could not start.
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::ListenError),
     /// A blocking task of the broker failed.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -46,10 +49,34 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let broker = tokio::task::spawn_blocking(move || Broker::open(&open_config))
         .await
         .map_err(|e| ServeError::Task(e.to_string()))??;
+    let listener = crate::kafka::bind(&config).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| crate::kafka::ListenError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let engine = broker.engine().clone();
+    let state_config = config.clone();
+    let state = tokio::task::spawn_blocking(move || {
+        crate::kafka::State::open(engine, &state_config, bound)
+    })
+    .await
+    .map_err(|e| ServeError::Task(e.to_string()))??;
+    let state = std::sync::Arc::new(state);
+    let kafka = tokio::spawn(crate::kafka::accept_loop(listener, state.clone()));
     let pools = broker.engine().pools().len();
-    tracing::info!(data_dir = %config.data_dir.display(), pools, "kascade is ready");
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        kafka = %bound,
+        advertised = %format!("{}:{}", state.advertised_host, state.advertised_port),
+        pools,
+        "kascade is ready"
+    );
     shutdown.await;
     tracing::info!("shutting down");
+    kafka.abort();
+    drop(state);
     tokio::task::spawn_blocking(move || broker.shutdown())
         .await
         .map_err(|e| ServeError::Task(e.to_string()))?;

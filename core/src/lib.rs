@@ -44,7 +44,7 @@ pub use lambda::{
     BindingSpec, Destination, EmitMode, Lambda, LambdaContext, LambdaError, LambdaKind,
 };
 pub use object::{
-    Ack, Get, IdempotenceToken, KeyInfo, ObjectVersion, Put, RangeLimit, WriteResult,
+    Ack, Get, IdempotenceToken, KeyInfo, ObjectVersion, Put, RangeLimit, Seal, WriteResult,
 };
 pub use pipeline::{PipelineSpec, Vertex};
 pub use pool::{FsyncPolicy, PoolConfig, Retention, Storage, UpcallOrdering};

@@ -76,7 +76,7 @@ pub enum Ack {
 }
 
 /// One write's description, for `put` and `put_many`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Put {
     /// The key written.
     pub key: Key,
@@ -88,6 +88,32 @@ pub struct Put {
     pub affinity: Option<Key>,
     /// Makes a retry harmless.
     pub token: Option<IdempotenceToken>,
+    /// Finishes the value once the sequencer has placed it (see [`Seal`]).
+    pub seal: Option<Seal>,
+}
+
+/// Finishes a value inside the sequencer, once its position is known.
+///
+/// Called with the value, the seq it was given and the sequencer's timestamp
+/// (µs), it returns the bytes to store: a format that carries its own position
+/// (a Kafka batch's base offset, a log-append time) is written exactly once,
+/// with no second pass and no race with other writers. It runs under the
+/// shard's write lock, so it must be short: patch bytes in place (the value is
+/// passed by value, so `Bytes::try_into_mut` succeeds when the caller holds no
+/// other reference), never block. The result must keep the value's length.
+pub type Seal = std::sync::Arc<dyn Fn(Bytes, u64, u64) -> Bytes + Send + Sync>;
+
+impl std::fmt::Debug for Put {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Put")
+            .field("key", &self.key)
+            .field("value_len", &self.value.len())
+            .field("count", &self.count)
+            .field("affinity", &self.affinity)
+            .field("token", &self.token)
+            .field("sealed", &self.seal.is_some())
+            .finish()
+    }
 }
 
 impl Put {
@@ -99,6 +125,7 @@ impl Put {
             count: 1,
             affinity: None,
             token: None,
+            seal: None,
         }
     }
 
@@ -117,6 +144,12 @@ impl Put {
     /// Sets the idempotence token.
     pub fn token(mut self, token: IdempotenceToken) -> Put {
         self.token = Some(token);
+        self
+    }
+
+    /// Sets the seal that finishes the value once its seq and timestamp are known.
+    pub fn seal(mut self, seal: Seal) -> Put {
+        self.seal = Some(seal);
         self
     }
 }

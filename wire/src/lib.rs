@@ -6,5 +6,9 @@
 //! client. It does no storage and knows nothing of the engine; the broker maps
 //! its messages onto `kascade-core`.
 //!
-//! It is empty today: the Kafka codec lands with the Kafka-face issue and the
-//! native protocol with the fast-path issue.
+//! Today it holds the Kafka side ([`kafka`]): framing with a length limit
+//! checked before any decoding, request and response header versions per API,
+//! and record-batch validation and sealing. The native protocol lands with the
+//! fast-path issue.
+
+pub mod kafka;

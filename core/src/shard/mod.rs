@@ -260,7 +260,10 @@ impl Shard {
                 prev_version,
                 affinity: p.put.affinity.clone(),
                 tombstone: p.tombstone,
-                value: p.put.value.clone(),
+                value: match &p.put.seal {
+                    Some(seal) => seal(std::mem::take(&mut p.put.value), seq, timestamp_us),
+                    None => p.put.value.clone(),
+                },
             });
             staged.retain(|(k, _, _)| *k != p.put.key);
             staged.push((p.put.key.clone(), object.next_seq(), version));

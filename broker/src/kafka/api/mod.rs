@@ -1,0 +1,92 @@
+//! One handler per Kafka API, and the table of what this broker serves.
+//!
+//! A handler is `handle(state, version, request) -> response`. The table
+//! [`SERVED`] is the single source of truth: ApiVersions advertises exactly
+//! it, and the decoder refuses anything outside it before a handler runs.
+
+mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use kafka_protocol::messages::{BrokerId, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kascade_wire::kafka::codec::Request;
+use kascade_wire::kafka::{ApiKey, RequestKind, ResponseKind};
+
+use super::State;
+
+/// Every API this broker serves, with the versions it serves.
+pub const SERVED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 18),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 6),
+];
+
+/// The served version range of `key`, if it is served.
+pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
+    SERVED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Runs the handler for `request`; `None` means send no response (acks=0
+/// produce) or, for a request that has no handler, close the connection.
+pub async fn handle(state: &State, request: Request) -> Option<ResponseKind> {
+    let v = request.version;
+    Some(match request.body {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(v, r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(state, v, r)),
+        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(state, v, r)?),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(state, v, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(state, v, r)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(state, v, r))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(state, v, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(state, v, r))
+        }
+        other => {
+            tracing::error!(request = ?std::mem::discriminant(&other), "served API without a handler");
+            return None;
+        }
+    })
+}
+
+/// Runs blocking engine work (a durable put waits for fsync) without
+/// stalling the other connections of this runtime worker.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// A string in the protocol's shape.
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// A topic name in the protocol's shape.
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+/// This broker's id in the protocol's shape.
+pub(crate) fn broker_id(state: &State) -> BrokerId {
+    BrokerId(state.node_id)
+}

@@ -1,0 +1,205 @@
+//! Produce: validate each partition's record batches, then append each batch
+//! as one version of the partition's key, sealed in the sequencer with its
+//! base offset (the key's seq), leader epoch and, for log-append-time
+//! topics, the append time.
+//!
+//! acks=0 gets no response at all; acks=1 returns once the batch is ordered
+//! and applied; acks=all (-1) once it is as durable as its topic's storage
+//! promises. A refused batch leaves the log exactly as it was: validation
+//! happens before the put, and the engine writes a multi-batch put atomically.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use kascade_core::{Ack, IdempotenceToken, Put};
+use kascade_wire::kafka::batch::{self, BatchError};
+
+use super::{blocking, broker_id, str_bytes};
+use crate::kafka::topics::Topic;
+use crate::kafka::State;
+
+/// Appends every partition's batches; `None` for acks=0.
+pub(super) fn handle(
+    state: &State,
+    version: i16,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
+    let ack = if request.acks == -1 {
+        Ack::Durable
+    } else {
+        Ack::Applied
+    };
+    let responses = request
+        .topic_data
+        .into_iter()
+        .map(|t| {
+            let topic = if t.name.0.is_empty() {
+                state.topics.by_id(t.topic_id)
+            } else {
+                state.topics.get(&t.name)
+            };
+            let partition_responses = t
+                .partition_data
+                .into_iter()
+                .map(|p| {
+                    let response = PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1);
+                    let Some(topic) = &topic else {
+                        let code = if t.name.0.is_empty() {
+                            ResponseError::UnknownTopicId
+                        } else {
+                            ResponseError::UnknownTopicOrPartition
+                        };
+                        return response.with_error_code(code.code());
+                    };
+                    let records = p.records.unwrap_or_default();
+                    match append(state, topic, p.index, records, ack) {
+                        Ok(done) => response
+                            .with_base_offset(done.base_offset)
+                            .with_log_append_time_ms(done.log_append_time_ms)
+                            .with_log_start_offset(if version >= 5 {
+                                done.log_start_offset
+                            } else {
+                                -1
+                            }),
+                        Err((code, message)) => {
+                            let mut response = response.with_error_code(code.code());
+                            if version >= 8 {
+                                response.error_message = message.map(|m| str_bytes(&m));
+                            }
+                            if version >= 10 {
+                                response.current_leader = LeaderIdAndEpoch::default()
+                                    .with_leader_id(broker_id(state))
+                                    .with_leader_epoch(topic.leader_epoch());
+                            }
+                            response
+                        }
+                    }
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(t.name)
+                .with_topic_id(t.topic_id)
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    if request.acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Where an accepted append landed.
+struct Appended {
+    base_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+}
+
+type Refusal = (ResponseError, Option<String>);
+
+/// Validates and appends one partition's record set.
+fn append(
+    state: &State,
+    topic: &Arc<Topic>,
+    partition: i32,
+    records: Bytes,
+    ack: Ack,
+) -> Result<Appended, Refusal> {
+    let key = topic
+        .key(partition)
+        .ok_or((ResponseError::UnknownTopicOrPartition, None))?
+        .clone();
+    let batches = batch::validate(&records).map_err(|e| {
+        let code = match &e {
+            BatchError::Corrupt(_) | BatchError::Crc { .. } => ResponseError::CorruptMessage,
+            BatchError::Magic(_) => ResponseError::UnsupportedForMessageFormat,
+            BatchError::NotAllowed(_) => ResponseError::InvalidRecord,
+        };
+        (code, Some(e.to_string()))
+    })?;
+    if let Some(big) = batches.iter().find(|b| b.len > topic.max_message_bytes) {
+        return Err((
+            ResponseError::MessageTooLarge,
+            Some(format!(
+                "batch of {} bytes exceeds max.message.bytes={} of topic {}",
+                big.len, topic.max_message_bytes, topic.name
+            )),
+        ));
+    }
+    let epoch = topic.leader_epoch();
+    let log_append = topic.log_append_time;
+    let puts: Vec<Put> = batches
+        .iter()
+        .map(|b| {
+            // A private copy the seal can patch in place; the request's bytes are shared.
+            let value = Bytes::copy_from_slice(&records[b.start..b.start + b.len]);
+            let mut put = Put::new(key.clone(), value)
+                .count(b.record_count)
+                .seal(Arc::new(move |v, seq, ts_us| {
+                    let now_ms = log_append.then_some((ts_us / 1000) as i64);
+                    batch::seal(v, seq as i64, epoch, now_ms)
+                }));
+            if b.is_idempotent() {
+                put = put.token(IdempotenceToken {
+                    writer: b.producer_id as u64,
+                    epoch: b.producer_epoch as u16 as u32,
+                    sequence: i64::from(b.base_sequence),
+                });
+            }
+            put
+        })
+        .collect();
+    let engine = &state.engine;
+    let written = blocking(|| {
+        if puts.len() == 1 {
+            puts.into_iter()
+                .next()
+                .map(|p| engine.put_with(p, ack).map(|r| vec![r]))
+                .unwrap_or_else(|| Ok(Vec::new()))
+        } else {
+            engine.put_many(puts, ack)
+        }
+    })
+    .map_err(refusal)?;
+    let first = written
+        .first()
+        .ok_or((ResponseError::UnknownServerError, None))?;
+    let log_start_offset = engine.bounds(&key).map(|b| b.start_seq as i64).unwrap_or(0);
+    Ok(Appended {
+        base_offset: first.seq as i64,
+        log_append_time_ms: if log_append {
+            (first.timestamp_us / 1000) as i64
+        } else {
+            -1
+        },
+        log_start_offset,
+    })
+}
+
+/// The Kafka error for an engine refusal.
+fn refusal(e: kascade_core::Error) -> Refusal {
+    use kascade_core::Error as E;
+    let code = match &e {
+        E::ValueTooLarge { .. } => ResponseError::MessageTooLarge,
+        E::FencedEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        E::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        E::DuplicateOutsideWindow { .. } => ResponseError::DuplicateSequenceNumber,
+        E::NoPool(_) | E::UnknownPool(_) => ResponseError::UnknownTopicOrPartition,
+        E::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        E::Io { .. } | E::ShardFailed(..) | E::Corrupt { .. } => ResponseError::KafkaStorageError,
+        _ => ResponseError::UnknownServerError,
+    };
+    if code == ResponseError::KafkaStorageError || code == ResponseError::UnknownServerError {
+        tracing::error!("produce failed: {e}");
+    }
+    (code, Some(e.to_string()))
+}
