@@ -15,6 +15,7 @@
 
 pub mod group;
 pub mod offsets;
+pub mod types;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -31,11 +32,11 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use group::Group;
-pub use group::{
+use offsets::CommittedOffset;
+pub use types::{
     GroupState, GroupSummary, JoinRequest, JoinResult, JoinedMember, MemberSummary, Outcome,
     SyncResult,
 };
-use offsets::CommittedOffset;
 
 use crate::kafka::topics::GROUPS_PREFIX;
 
