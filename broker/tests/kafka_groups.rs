@@ -501,6 +501,37 @@ fn two_consumers_rebalance_when_one_leaves_and_the_other_resumes_from_committed_
     broker.stop();
 }
 
+/// Runs one of the confluent-kafka scripts next to this file against `broker`.
+fn run_script(broker: &Broker, script: &str, args: &[&str]) -> String {
+    let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(&path)
+        .arg(&broker.addr)
+        .args(args)
+        .output()
+        .expect("python3 with confluent-kafka runs the script");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_admin_client_lists_describes_alters_and_deletes_consumer_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let out = run_script(
+        &broker,
+        "kafka_groups_admin.py",
+        &["admin-topic", "admin-group"],
+    );
+    assert_eq!(out.trim(), "ok");
+    broker.stop();
+}
+
 #[test]
 fn a_first_join_without_a_member_id_gets_member_id_required_then_joins() {
     let dir = tempfile::tempdir().unwrap();
