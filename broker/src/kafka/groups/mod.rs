@@ -210,16 +210,24 @@ impl Groups {
             .is_some_and(|c| Arc::ptr_eq(c, cell))
     }
 
-    /// Starts the group's timer if it has none, and wakes it to re-read deadlines.
+    /// Starts the group's timer if it has none, and wakes it when a deadline
+    /// now comes sooner than the one it sleeps to (a heartbeat, which only
+    /// pushes deadlines later, wakes nobody).
     fn arm(&self, cell: &Arc<GroupCell>) {
-        let start = {
+        let (start, wake) = {
             let mut g = cell.state.lock();
-            let start = !g.timer_running && g.next_deadline().is_some();
-            if start {
-                g.timer_running = true;
+            let next = g.next_deadline();
+            if g.timer_running {
+                let sooner = next.is_some_and(|n| g.timer_at.is_none_or(|at| n < at));
+                (false, sooner)
+            } else {
+                g.timer_running = next.is_some();
+                (next.is_some(), false)
             }
-            start
         };
+        if wake {
+            cell.wake.notify_one();
+        }
         if start {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
@@ -230,8 +238,6 @@ impl Groups {
                     cell.state.lock().timer_running = false;
                 }
             }
-        } else {
-            cell.wake.notify_one();
         }
     }
 
@@ -245,7 +251,8 @@ impl Groups {
                     return;
                 }
                 g.expire(Instant::now());
-                g.next_deadline()
+                g.timer_at = g.next_deadline();
+                g.timer_at
             };
             self.maybe_forget(&cell);
             match next {
