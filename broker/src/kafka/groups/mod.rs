@@ -18,13 +18,10 @@ pub mod offsets;
 pub mod types;
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::messages::ConsumerProtocolSubscription;
-use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 use kascade_core::{Ack, Engine, Get, Key, Prefix, Put};
 use parking_lot::Mutex;
@@ -90,19 +87,36 @@ struct Inner {
 pub struct Groups(Arc<Inner>);
 
 /// The topics a consumer's subscription metadata names; `None` when it does not parse.
+///
+/// Read by hand rather than with the generated decoder: that one reserves
+/// memory for whatever array length the bytes claim, so a forged length
+/// would abort the process. In every version (0-3) of
+/// ConsumerProtocolSubscription the topics come first: a version (i16),
+/// then an i32 count of i16-length strings.
 pub fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
-    let mut buf = metadata.clone();
-    if buf.remaining() < 2 {
+    let mut buf = &metadata[..];
+    if buf.remaining() < 6 {
         return None;
     }
-    let version = buf.get_i16().clamp(0, 3);
-    // The generated decoders return errors on short input; the fence is for anything else.
-    let decoded = catch_unwind(AssertUnwindSafe(|| {
-        ConsumerProtocolSubscription::decode(&mut buf, version)
-    }))
-    .ok()?
-    .ok()?;
-    Some(decoded.topics.iter().map(|t| t.to_string()).collect())
+    let _version = buf.get_i16();
+    let count = usize::try_from(buf.get_i32()).ok()?;
+    // Each topic takes at least its 2-byte length.
+    if count > buf.remaining() / 2 {
+        return None;
+    }
+    let mut topics = Vec::with_capacity(count);
+    for _ in 0..count {
+        if buf.remaining() < 2 {
+            return None;
+        }
+        let len = usize::try_from(buf.get_i16()).ok()?;
+        if buf.remaining() < len {
+            return None;
+        }
+        topics.push(std::str::from_utf8(&buf[..len]).ok()?.to_string());
+        buf.advance(len);
+    }
+    Some(topics)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -661,4 +675,44 @@ fn new_cell(group_id: &str) -> Option<Arc<GroupCell>> {
         storage: Mutex::new(()),
         wake: Notify::new(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+
+    #[test]
+    fn subscription_metadata_names_its_topics_and_garbage_names_none() {
+        use bytes::BufMut;
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        for version in 0..=3 {
+            let mut buf = bytes::BytesMut::new();
+            buf.put_i16(version);
+            ConsumerProtocolSubscription::default()
+                .with_topics(vec![
+                    StrBytes::from_static_str("a"),
+                    StrBytes::from_static_str("b"),
+                ])
+                .encode(&mut buf, version)
+                .unwrap();
+            assert_eq!(
+                subscription_topics(&buf.freeze()),
+                Some(vec!["a".to_string(), "b".to_string()])
+            );
+        }
+        assert_eq!(subscription_topics(&Bytes::from_static(b"\x00")), None);
+        // A forged count is refused without reserving memory for it.
+        assert_eq!(
+            subscription_topics(&Bytes::from_static(b"\x00\x00\x7f\xff\xff\xff")),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn subscription_parsing_never_panics(bytes in proptest::collection::vec(0u8..=255, 0..64)) {
+            let _ = subscription_topics(&Bytes::from(bytes));
+        }
+    }
 }
