@@ -1299,6 +1299,112 @@ fn every_version_of_every_group_api_is_answered() {
         );
         assert_eq!(r.results[0].error_code, 0, "DeleteGroups v{del_v}");
     }
+    // Error answers in every version: an empty group id, an unknown group.
+    for v in 1..=9 {
+        let r = if v >= 8 {
+            conn.call(
+                v,
+                OffsetFetchRequest::default().with_groups(vec![
+                    OffsetFetchRequestGroup::default().with_group_id(gid(""))
+                ]),
+            )
+            .groups[0]
+                .error_code
+        } else {
+            let r = conn.call(
+                v,
+                OffsetFetchRequest::default()
+                    .with_group_id(gid(""))
+                    .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                        .with_name(TopicName(s("versions")))
+                        .with_partition_indexes(vec![0])])),
+            );
+            if v >= 2 {
+                r.error_code
+            } else {
+                r.topics[0].partitions[0].error_code
+            }
+        };
+        assert_eq!(r, code(ResponseError::InvalidGroupId), "OffsetFetch v{v}");
+    }
+    for v in 2..=9 {
+        assert_eq!(
+            commit(&mut conn, v, "", "", -1, "versions", &[(0, 1, 0, "")]),
+            vec![code(ResponseError::InvalidGroupId)],
+            "OffsetCommit v{v}"
+        );
+    }
+    for v in 0..=6 {
+        let d = describe(&mut conn, v, "");
+        assert_eq!(
+            d.error_code,
+            code(ResponseError::InvalidGroupId),
+            "DescribeGroups v{v}"
+        );
+    }
+    for v in 0..=4 {
+        let hb = conn.call(
+            v,
+            HeartbeatRequest::default()
+                .with_group_id(gid("unknown"))
+                .with_member_id(s("m"))
+                .with_generation_id(1),
+        );
+        assert_eq!(
+            hb.error_code,
+            code(ResponseError::UnknownMemberId),
+            "Heartbeat v{v}"
+        );
+    }
+    for v in 0..=5 {
+        let r = conn.call(
+            v,
+            SyncGroupRequest::default()
+                .with_group_id(gid("unknown"))
+                .with_member_id(s("m"))
+                .with_generation_id(1),
+        );
+        assert_eq!(
+            r.error_code,
+            code(ResponseError::UnknownMemberId),
+            "SyncGroup v{v}"
+        );
+        let req = LeaveGroupRequest::default().with_group_id(gid("unknown"));
+        let left = if v >= 3 {
+            conn.call(
+                v,
+                req.with_members(vec![MemberIdentity::default().with_member_id(s("m"))]),
+            )
+            .members[0]
+                .error_code
+        } else {
+            conn.call(v, req.with_member_id(s("m"))).error_code
+        };
+        assert_eq!(
+            left,
+            code(ResponseError::UnknownMemberId),
+            "LeaveGroup v{v}"
+        );
+    }
+    for v in 0..=9 {
+        let j = Join::new("unknown").member("m").send(&mut conn, v);
+        assert_eq!(
+            j.error_code,
+            code(ResponseError::UnknownMemberId),
+            "JoinGroup v{v}"
+        );
+    }
+    for v in 0..=2 {
+        let r = conn.call(
+            v,
+            DeleteGroupsRequest::default().with_groups_names(vec![gid("unknown")]),
+        );
+        assert_eq!(
+            r.results[0].error_code,
+            code(ResponseError::GroupIdNotFound),
+            "DeleteGroups v{v}"
+        );
+    }
     // Errors that answer with a group id the engine could not store.
     let too_long = "g".repeat(2000);
     let j = Join::new(&too_long).send(&mut conn, 5);
