@@ -43,8 +43,13 @@ struct Broker {
 impl Broker {
     /// Starts `kascade serve` on a free port and waits until it is ready.
     fn start(data_dir: &Path) -> Broker {
+        Broker::start_on(data_dir, "127.0.0.1:0")
+    }
+
+    /// Starts `kascade serve` listening on `listen` and waits until it is ready.
+    fn start_on(data_dir: &Path, listen: &str) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kascade"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .env("KASCADE_LOG", "info")
             .stderr(Stdio::piped())
@@ -88,6 +93,18 @@ impl Broker {
         assert!(status.success(), "kascade exited with {status:?}");
         let log = self.log.lock().unwrap();
         while log.try_recv().is_ok() {}
+    }
+
+    /// Waits for a log line containing every one of `needles`.
+    fn wait_for_log(&self, needles: &[&str]) {
+        let log = self.log.lock().unwrap();
+        loop {
+            match log.recv_timeout(HANG_GUARD) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needles:?}: {e}"),
+            }
+        }
     }
 
     fn connect(&self) -> Conn {
@@ -529,6 +546,44 @@ fn the_admin_client_lists_describes_alters_and_deletes_consumer_groups() {
         &["admin-topic", "admin-group"],
     );
     assert_eq!(out.trim(), "ok");
+    broker.stop();
+}
+
+#[test]
+fn a_consumer_rejoins_after_a_broker_restart_and_resumes_from_its_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let addr = broker.addr.clone();
+    let script = format!(
+        "{}/tests/kafka_groups_restart.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut consumer = Command::new("python3")
+        .args([
+            script.as_str(),
+            addr.as_str(),
+            "restart-topic",
+            "restart-group",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with confluent-kafka runs the consumer");
+    let mut lines = BufReader::new(consumer.stdout.take().expect("stdout piped")).lines();
+    let paused = lines.next().expect("the consumer reports").expect("utf-8");
+    assert_eq!(paused, "paused", "the consumer failed before the restart");
+    // Membership is in memory: the restarted broker knows no members, so the
+    // consumer must rejoin; its offsets come back from the engine.
+    broker.stop();
+    let broker = Broker::start_on(dir.path(), &addr);
+    let mut stdin = consumer.stdin.take().expect("stdin piped");
+    writeln!(stdin, "restarted").unwrap();
+    let report = lines.next().expect("the consumer reports").expect("utf-8");
+    assert!(consumer.wait().unwrap().success(), "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("one JSON line");
+    assert_eq!(report["processed"], 100, "{report}");
+    // The restarted broker formed a new generation for the rejoined consumer.
+    broker.wait_for_log(&["join phase complete", "group=restart-group"]);
     broker.stop();
 }
 
