@@ -7,7 +7,15 @@
 //! OffsetFetch. JoinGroup and SyncGroup answers are `oneshot` channels that
 //! the rebalance completes; each group has one timer task, started with its
 //! first deadline, that sleeps (tokio::time) to the next session, join or
-//! sync deadline and is woken through a `Notify` whenever one changes.
+//! sync deadline and is woken through a `Notify` when one comes sooner.
+//! A group left with neither members nor offsets is forgotten at once
+//! (Kafka drops it at its next periodic cleanup).
+//!
+//! Not done yet: offset expiry (`offsets.retention.minutes`), the initial
+//! rebalance delay (`group.initial.rebalance.delay.ms`; here a join phase
+//! ends as soon as every known member has joined), persisting group
+//! metadata (after a restart a group with offsets is Empty, generation 0,
+//! protocol type unknown), and the KIP-848 consumer protocol.
 //!
 //! Locks, in the order they are taken: a group's `storage` lock (offset
 //! writes and deletes, held across engine I/O), the registry map, a group's
