@@ -1,7 +1,7 @@
 """Two consumers in one group with confluent-kafka (librdkafka): one leaves,
 the other takes over its partitions from the committed offsets.
 
-Usage: kafka_groups_rebalance.py BOOTSTRAP TOPIC GROUP
+Usage: kafka_groups_rebalance.py BOOTSTRAP TOPIC GROUP [ASSIGNOR]
 
 A record counts as processed once its offset commit succeeded (commit after
 each record, synchronously): a record whose commit failed in a rebalance is
@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 BOOTSTRAP, TOPIC, GROUP = sys.argv[1:4]
+ASSIGNOR = sys.argv[4] if len(sys.argv) > 4 else "range"
 PARTITIONS = 4
 RECORDS = 400
 FIRST_SHARE = 40  # records the first consumer processes before it leaves
@@ -49,7 +50,7 @@ def consumer(name):
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 500,
-            "partition.assignment.strategy": "range",
+            "partition.assignment.strategy": ASSIGNOR,
         }
     )
 
