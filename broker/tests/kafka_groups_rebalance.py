@@ -5,7 +5,8 @@ Usage: kafka_groups_rebalance.py BOOTSTRAP TOPIC GROUP [ASSIGNOR]
 
 A record counts as processed once its offset commit succeeded (commit after
 each record, synchronously): a record whose commit failed in a rebalance is
-left for redelivery. The script fails on a record processed twice or never.
+processed again, by whoever owns its partition next (the consumer seeks back
+to it if it still does, as an application retrying would). The script fails on a record processed twice or never.
 It prints one JSON line with what each consumer processed. Every wait is
 bounded by a generous deadline that only guards against a hang."""
 
@@ -13,7 +14,7 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 BOOTSTRAP, TOPIC, GROUP = sys.argv[1:4]
@@ -25,7 +26,7 @@ HANG_GUARD_S = 120
 
 
 def fail(why):
-    print(json.dumps({"error": why}))
+    print(json.dumps({"error": why, "assignor": ASSIGNOR}))
     sys.exit(1)
 
 
@@ -57,12 +58,11 @@ def consumer(name):
 
 seen = {}  # value -> consumer that processed it
 processed = {"c1": [], "c2": []}  # (partition, offset) in order
-commit_failures = 0
+commit_failures = {}  # error name -> count
 
 
 def take(name, c, msg, quota=None):
     """Processes one polled record: commit it, then count it."""
-    global commit_failures
     if msg is None:
         return
     if msg.error():
@@ -71,8 +71,16 @@ def take(name, c, msg, quota=None):
         return  # over its share: left uncommitted for whoever owns it next
     try:
         c.commit(message=msg, asynchronous=False)
-    except KafkaException:
-        commit_failures += 1  # fenced by a rebalance: it will be delivered again
+    except KafkaException as e:
+        # Fenced by a rebalance: not processed. Read it again if the partition
+        # is still ours (an incremental rebalance keeps it); if it is not,
+        # its next owner starts from the committed offset.
+        name = e.args[0].name()
+        commit_failures[name] = commit_failures.get(name, 0) + 1
+        try:
+            c.seek(TopicPartition(TOPIC, msg.partition(), msg.offset()))
+        except KafkaException:
+            pass
         return
     value = int(msg.value())
     if value in seen:
