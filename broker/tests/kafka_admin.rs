@@ -515,6 +515,14 @@ fn describe_log_dirs_reports_the_data_dir_and_partition_sizes() {
         let result = &all.results[0];
         assert_eq!(result.error_code, 0);
         assert_eq!(result.log_dir.as_str(), data_dir);
+        if version >= 4 {
+            assert!(
+                result.total_bytes > 0 && (0..=result.total_bytes).contains(&result.usable_bytes),
+                "v{version}: volume of {} / {} bytes",
+                result.usable_bytes,
+                result.total_bytes
+            );
+        }
         let mut seen: Vec<(String, i32, i64)> = result
             .topics
             .iter()
@@ -957,6 +965,10 @@ fn every_admin_api_answers_at_every_version() {
             ]),
         );
         assert_eq!(r.responses[0].error_code, 0, "v{v}");
+        assert_eq!(
+            r.responses[0].error_message, None,
+            "v{v}: null when there is no error"
+        );
     }
     for v in range(ApiKey::IncrementalAlterConfigs) {
         let r = client.call(
@@ -976,6 +988,10 @@ fn every_admin_api_answers_at_every_version() {
                 ]),
         );
         assert_eq!(r.responses[0].error_code, 0, "v{v}");
+        assert_eq!(
+            r.responses[0].error_message, None,
+            "v{v}: null when there is no error"
+        );
     }
     let mut partitions = 1;
     for v in range(ApiKey::CreatePartitions) {

@@ -29,7 +29,7 @@ pub(super) fn log_dir(data_dir: &Path) -> String {
 /// Describes the requested partitions (every partition when none are named).
 pub(super) fn handle(
     state: &State,
-    _version: i16,
+    version: i16,
     request: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
     let wanted: Vec<(std::sync::Arc<Topic>, Vec<i32>)> = match request.topics {
@@ -77,9 +77,16 @@ pub(super) fn handle(
                 .with_partitions(partitions)
         })
         .collect();
-    let dir = DescribeLogDirsResult::default()
+    let mut dir = DescribeLogDirsResult::default()
         .with_log_dir(str_bytes(&log_dir(&state.config.data_dir)))
         .with_topics(topics);
+    if version >= 4 {
+        // -1 (the defaults) says "unknown" when the volume cannot be asked.
+        if let Some((total, usable)) = volume_bytes(&state.config.data_dir) {
+            dir.total_bytes = total;
+            dir.usable_bytes = usable;
+        }
+    }
     DescribeLogDirsResponse::default().with_results(vec![dir])
 }
 
@@ -112,4 +119,32 @@ fn partition_size(state: &State, key: &Key) -> i64 {
         total += versions.iter().map(|v| v.value.len() as u64).sum::<u64>();
     }
     i64::try_from(total).unwrap_or(i64::MAX)
+}
+
+/// The size and the space left to unprivileged users of the volume holding `dir`.
+#[cfg(unix)]
+fn volume_bytes(dir: &Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` points to writable
+    // memory of the right type; statvfs only writes to it.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    // The field types are u64 on 64-bit Linux but narrower elsewhere.
+    #[allow(clippy::useless_conversion)]
+    let bytes = |blocks: libc::fsblkcnt_t| {
+        i64::try_from(u64::from(blocks).saturating_mul(u64::from(stat.f_frsize))).ok()
+    };
+    Some((bytes(stat.f_blocks)?, bytes(stat.f_bavail)?))
+}
+
+/// Volume sizes are not asked for off Unix: reported as unknown.
+#[cfg(not(unix))]
+fn volume_bytes(_dir: &Path) -> Option<(i64, i64)> {
+    None
 }

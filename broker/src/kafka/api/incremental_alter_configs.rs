@@ -52,7 +52,7 @@ pub(super) fn handle(
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name);
             match outcome {
-                Ok(()) => response,
+                Ok(()) => response.with_error_message(None),
                 Err((code, message)) => response
                     .with_error_code(code.code())
                     .with_error_message(Some(str_bytes(&message))),
