@@ -29,7 +29,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::InitProducerId, 0, 6),
+    // kafka-protocol 0.18 says 0-6 but its request struct only decodes 0-5.
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The served version range of `key`, if it is served.
