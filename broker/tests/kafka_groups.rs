@@ -633,7 +633,7 @@ fn a_member_without_heartbeats_expires_and_the_others_rebalance_without_it() {
         let a = scope.spawn(|| {
             let mut conn = broker.connect();
             let mut j = Join::new(group)
-                .timeouts(1_500, 5_000)
+                .timeouts(10_000, 5_000)
                 .join_new(&mut conn, 5);
             // The first member may complete a generation alone, then rejoin for the second.
             while j.members.len() != 2 && j.leader == j.member_id {
@@ -650,12 +650,13 @@ fn a_member_without_heartbeats_expires_and_the_others_rebalance_without_it() {
                 }
                 j = Join::new(group)
                     .member(&id)
-                    .timeouts(1_500, 5_000)
+                    .timeouts(10_000, 5_000)
                     .send(&mut conn, 5);
             }
             (conn, j)
         });
         std::thread::sleep(Duration::from_millis(200));
+        // B has a short session: it is the one that goes silent.
         let b = scope.spawn(|| {
             let mut conn = broker.connect();
             let j = Join::new(group)
@@ -705,7 +706,7 @@ fn a_member_without_heartbeats_expires_and_the_others_rebalance_without_it() {
     );
     let rejoined = Join::new(group)
         .member(&leader_id)
-        .timeouts(1_500, 5_000)
+        .timeouts(10_000, 5_000)
         .send(leader.0, 5);
     assert_eq!(rejoined.error_code, 0);
     assert_eq!(rejoined.generation_id, generation + 1);
@@ -734,7 +735,7 @@ fn a_rebalance_completes_at_its_timeout_without_the_member_that_did_not_rejoin()
     let mut conn_a = broker.connect();
     // A alone, stable.
     let a = Join::new(group)
-        .timeouts(30_000, 1_500)
+        .timeouts(30_000, 4_000)
         .join_new(&mut conn_a, 5);
     let a_id = a.member_id.to_string();
     assert_eq!(
@@ -746,7 +747,7 @@ fn a_rebalance_completes_at_its_timeout_without_the_member_that_did_not_rejoin()
         let waiting = scope.spawn(|| {
             let mut conn = broker.connect();
             let j = Join::new(group)
-                .timeouts(30_000, 1_500)
+                .timeouts(30_000, 4_000)
                 .join_new(&mut conn, 5);
             (conn, j)
         });
