@@ -262,6 +262,23 @@ impl Conn {
         }
     }
 
+    /// Like [`Conn::read`], but `None` when nothing arrives within `wait`
+    /// (a request the broker may legitimately hold, like a long-poll fetch).
+    pub fn read_within(&mut self, wait: Duration) -> Option<Reply> {
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut first = [0u8; 1];
+        let got = self.stream.peek(&mut first);
+        self.stream
+            .set_read_timeout(Some(READ_GUARD))
+            .expect("timeout");
+        match got {
+            Ok(_) => Some(self.read()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) if closed(&e) => Some(Reply::Closed),
+            Err(e) => panic!("waiting for a response: {e}"),
+        }
+    }
+
     /// Sends `body` as `api` at `version` and decodes the answer at that version.
     /// `Err` says what went wrong: closed connection, bad header, or a body that
     /// does not decode (or has bytes left over) at `version`.
