@@ -7,7 +7,15 @@
 //! OffsetFetch. JoinGroup and SyncGroup answers are `oneshot` channels that
 //! the rebalance completes; each group has one timer task, started with its
 //! first deadline, that sleeps (tokio::time) to the next session, join or
-//! sync deadline and is woken through a `Notify` whenever one changes.
+//! sync deadline and is woken through a `Notify` when one comes sooner.
+//! A group left with neither members nor offsets is forgotten at once
+//! (Kafka drops it at its next periodic cleanup).
+//!
+//! Not done yet: offset expiry (`offsets.retention.minutes`), the initial
+//! rebalance delay (`group.initial.rebalance.delay.ms`; here a join phase
+//! ends as soon as every known member has joined), persisting group
+//! metadata (after a restart a group with offsets is Empty, generation 0,
+//! protocol type unknown), and the KIP-848 consumer protocol.
 //!
 //! Locks, in the order they are taken: a group's `storage` lock (offset
 //! writes and deletes, held across engine I/O), the registry map, a group's
@@ -450,24 +458,30 @@ impl Groups {
                     None => return Err(ResponseError::IllegalGeneration),
                 }
             };
-            let _storage = cell.storage.lock();
-            {
+            let storage = cell.storage.lock();
+            let checked = {
                 let mut g = cell.state.lock();
                 if g.state == GroupState::Dead {
                     drop(g);
+                    drop(storage);
                     if self.is_registered(group_id, &cell) {
                         return Err(ResponseError::CoordinatorNotAvailable);
                     }
                     continue;
                 }
-                g.check_commit(member_id, instance_id, generation, Instant::now())?;
+                g.check_commit(member_id, instance_id, generation, Instant::now())
+            };
+            let result = checked.and_then(|()| self.write_offsets(&cell.prefix, &offsets));
+            if result.is_ok() {
+                let mut g = cell.state.lock();
+                for o in offsets {
+                    g.offsets.insert((o.topic, o.partition), o.committed);
+                }
             }
-            self.write_offsets(&cell.prefix, &offsets)?;
-            let mut g = cell.state.lock();
-            for o in offsets {
-                g.offsets.insert((o.topic, o.partition), o.committed);
-            }
-            return Ok(());
+            drop(storage);
+            // A refused first commit may leave a group with nothing in it.
+            self.maybe_forget(&cell);
+            return result;
         }
     }
 
