@@ -279,6 +279,28 @@ mod tests {
         ));
     }
 
+    /// An array announcing `i32::MAX` elements with no bytes behind it used to
+    /// make kafka-protocol allocate ~150 GB up front and abort the process
+    /// (fixed in vendor/kafka-protocol); now it is a decode error.
+    #[test]
+    fn huge_array_and_string_lengths_are_malformed_not_an_abort() {
+        let mut metadata_v0 = BytesMut::new();
+        metadata_v0.extend_from_slice(&[0, 3, 0, 0, 0, 0, 0, 1, 0, 1, b'x']);
+        metadata_v0.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_request(metadata_v0.freeze(), &serve_all),
+            Err(DecodeError::Malformed { .. })
+        ));
+        // Metadata v12 is flexible: a compact array length near u32::MAX.
+        let mut metadata_v12 = BytesMut::new();
+        metadata_v12.extend_from_slice(&[0, 3, 0, 12, 0, 0, 0, 2, 0, 1, b'x', 0]);
+        metadata_v12.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(matches!(
+            decode_request(metadata_v12.freeze(), &serve_all),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+
     #[test]
     fn api_versions_fallback_is_v0_with_our_ranges() {
         let mut out = BytesMut::new();

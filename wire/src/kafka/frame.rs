@@ -9,6 +9,11 @@ use bytes::{Buf, Bytes, BytesMut};
 /// The default limit on one frame's body: 100 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 << 20;
 
+/// The most room reserved for a frame's body before its bytes arrive: a size
+/// prefix alone never buys more than this (the buffer still grows as the
+/// bytes come in).
+pub const MAX_RESERVE_AHEAD: usize = 1 << 20;
+
 /// Why a frame was refused; the connection should be closed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -28,7 +33,8 @@ pub enum FrameError {
 /// Splits one whole frame body off the front of `buf`, if one has arrived.
 ///
 /// Returns `Ok(None)` when more bytes are needed; then, when the size prefix
-/// is known, reserves room for the rest so the next read fills it in one go.
+/// is known, reserves room for the rest (at most [`MAX_RESERVE_AHEAD`] at a
+/// time) so the next read fills it in few goes.
 pub fn split_frame(buf: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
@@ -45,7 +51,7 @@ pub fn split_frame(buf: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, Fr
         });
     }
     if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
+        buf.reserve((4 + len - buf.len()).min(MAX_RESERVE_AHEAD));
         return Ok(None);
     }
     buf.advance(4);
@@ -83,5 +89,26 @@ mod tests {
         );
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xfe][..]);
         assert_eq!(split_frame(&mut buf, 100), Err(FrameError::Negative(-2)));
+    }
+
+    /// A size prefix within the limit used to reserve the whole announced
+    /// body at once: 4 bytes bought a 100 MiB allocation per connection.
+    #[test]
+    fn a_size_prefix_alone_reserves_little_and_the_frame_still_arrives_whole() {
+        let len = 8 << 20;
+        let mut buf = BytesMut::from(&(len as i32).to_be_bytes()[..]);
+        assert_eq!(split_frame(&mut buf, len), Ok(None));
+        assert!(
+            buf.capacity() <= 4 + MAX_RESERVE_AHEAD,
+            "{}",
+            buf.capacity()
+        );
+        let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        for piece in body.chunks(300_000) {
+            assert_eq!(split_frame(&mut buf, len), Ok(None));
+            buf.extend_from_slice(piece);
+        }
+        assert_eq!(split_frame(&mut buf, len), Ok(Some(Bytes::from(body))));
+        assert!(buf.is_empty());
     }
 }

@@ -51,7 +51,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::InitProducerId, 0, 6),
+    // kafka-protocol 0.18 says 0-6 but its request struct only decodes 0-5.
+    (ApiKey::InitProducerId, 0, 5),
     // Consumer groups. OffsetCommit v10 and OffsetFetch v10 are left out:
     // kafka-protocol 0.18 cannot decode those requests.
     (ApiKey::FindCoordinator, 0, 6),
@@ -65,6 +66,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // Admin.
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
