@@ -47,6 +47,8 @@ pub struct State {
     pub num_partitions: i32,
     /// Largest request frame accepted.
     pub max_frame_bytes: usize,
+    /// The settings the broker started with (DescribeConfigs reports them).
+    pub config: Config,
 }
 
 /// Why the Kafka listener could not start.
@@ -98,6 +100,7 @@ impl State {
             auto_create_topics: config.auto_create_topics,
             num_partitions: config.num_partitions.max(1),
             max_frame_bytes: config.max_frame_bytes,
+            config: config.clone(),
         })
     }
 }

@@ -58,11 +58,16 @@ pub(super) fn handle(state: &State, version: i16, request: MetadataRequest) -> M
             })
             .collect(),
     };
-    MetadataResponse::default()
+    let mut response = MetadataResponse::default()
         .with_brokers(vec![broker])
         .with_cluster_id(Some(str_bytes(&state.cluster_id)))
         .with_controller_id(node)
-        .with_topics(topics)
+        .with_topics(topics);
+    // v8-10 answer what the AdminClient's describe_cluster asks for here.
+    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = super::describe_cluster::CLUSTER_OPERATIONS;
+    }
+    response
 }
 
 /// Creates `name` when auto-creation allows it, or says why not.
