@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod fetch_sessions;
+pub mod groups;
 pub mod producers;
 pub mod topics;
 
@@ -33,6 +34,8 @@ pub struct State {
     pub producers: producers::ProducerIds,
     /// Incremental fetch sessions.
     pub fetch_sessions: fetch_sessions::FetchSessions,
+    /// The group coordinator: consumer groups and their committed offsets.
+    pub groups: groups::Groups,
     /// This broker's node id.
     pub node_id: i32,
     /// The host clients are told to connect to.
@@ -68,6 +71,9 @@ pub enum ListenError {
     /// Loading topics failed.
     #[error("loading topics: {0}")]
     Topics(#[from] topics::TopicError),
+    /// Loading consumer groups failed.
+    #[error("loading consumer groups: {0}")]
+    Groups(#[from] groups::GroupError),
 }
 
 impl State {
@@ -75,6 +81,7 @@ impl State {
     pub fn open(engine: Engine, config: &Config, bound: SocketAddr) -> Result<State, ListenError> {
         let topics = topics::Topics::open(engine.clone())?;
         let producers = producers::ProducerIds::open(engine.clone())?;
+        let groups = groups::Groups::open(engine.clone())?;
         let cluster_id = producers.cluster_id().to_string();
         let (advertised_host, advertised_port) = match &config.advertised {
             Some(a) => {
@@ -93,6 +100,7 @@ impl State {
             topics,
             producers,
             fetch_sessions: fetch_sessions::FetchSessions::default(),
+            groups,
             node_id: config.node_id,
             advertised_host,
             advertised_port,
@@ -165,7 +173,7 @@ async fn serve_connection(
                 let api_key = request.api_key;
                 let version = request.version;
                 let correlation_id = request.header.correlation_id;
-                let Some(mut response) = api::handle(&state, request).await else {
+                let Some(mut response) = api::handle(&state, request, peer).await else {
                     continue; // acks=0 produce: Kafka sends no response.
                 };
                 if let Err(e) = codec::encode_response(
