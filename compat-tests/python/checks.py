@@ -7,6 +7,8 @@ of the checks to run (all of them when none is named). Each check prints
 is 1 when any check failed.
 """
 
+import logging
+import os
 import sys
 import time
 import traceback
@@ -51,6 +53,9 @@ def until(deadline_s, what, step):
 
 
 def run(checks):
+    if os.environ.get("KASCADE_CHECK_LOG"):
+        logging.basicConfig(level=os.environ["KASCADE_CHECK_LOG"], stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
     bootstrap = sys.argv[1]
     names = sys.argv[2:] or list(checks)
     failed = []
