@@ -13,7 +13,7 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "Kafka clients for the compat tests (kcat, Python venv, kafkajs)"
 bash .ci/install-clients.sh
-export KASCADE_PYTHON="${KASCADE_PYTHON:-$HOME/.cache/kascade-venv/bin/python}"
+export KASCADE_PYTHON="${KASCADE_PYTHON:-${KASCADE_VENV:-$HOME/.cache/kascade-venv}/bin/python}"
 export KASCADE_NODE_MODULES="${KASCADE_NODE_MODULES:-$PWD/compat-tests/js/node_modules}"
 
 step "toolchain components"

@@ -181,6 +181,22 @@ def check_unknown_topic(b):
     expect(errors[0] is not None, "producing to an unknown topic succeeded")
     expect(errors[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC),
            f"error producing to an unknown topic: {errors[0]}")
+    # A consumer subscribed to it is told the topic is unknown.
+    c = consumer(b, **{"allow.auto.create.topics": False, "topic.metadata.refresh.interval.ms": 1000})
+    try:
+        c.subscribe([missing])
+        errs = []
+
+        def poll_error():
+            m = c.poll(0.5)
+            if m is not None and m.error():
+                errs.append(m.error())
+            return errs
+
+        until(TIMEOUT, "a consumer error for the unknown topic", poll_error)
+        expect_eq(errs[0].code(), KafkaError.UNKNOWN_TOPIC_OR_PART, "consumer error")
+    finally:
+        c.close()
     expect(missing not in a.list_topics(timeout=TIMEOUT).topics, "the topic was auto-created")
 
 
