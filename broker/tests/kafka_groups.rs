@@ -43,8 +43,13 @@ struct Broker {
 impl Broker {
     /// Starts `kascade serve` on a free port and waits until it is ready.
     fn start(data_dir: &Path) -> Broker {
+        Broker::start_on(data_dir, "127.0.0.1:0")
+    }
+
+    /// Starts `kascade serve` listening on `listen` and waits until it is ready.
+    fn start_on(data_dir: &Path, listen: &str) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kascade"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .env("KASCADE_LOG", "info")
             .stderr(Stdio::piped())
@@ -88,6 +93,18 @@ impl Broker {
         assert!(status.success(), "kascade exited with {status:?}");
         let log = self.log.lock().unwrap();
         while log.try_recv().is_ok() {}
+    }
+
+    /// Waits for a log line containing every one of `needles`.
+    fn wait_for_log(&self, needles: &[&str]) {
+        let log = self.log.lock().unwrap();
+        loop {
+            match log.recv_timeout(HANG_GUARD) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needles:?}: {e}"),
+            }
+        }
     }
 
     fn connect(&self) -> Conn {
@@ -533,6 +550,44 @@ fn the_admin_client_lists_describes_alters_and_deletes_consumer_groups() {
 }
 
 #[test]
+fn a_consumer_rejoins_after_a_broker_restart_and_resumes_from_its_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let addr = broker.addr.clone();
+    let script = format!(
+        "{}/tests/kafka_groups_restart.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut consumer = Command::new("python3")
+        .args([
+            script.as_str(),
+            addr.as_str(),
+            "restart-topic",
+            "restart-group",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with confluent-kafka runs the consumer");
+    let mut lines = BufReader::new(consumer.stdout.take().expect("stdout piped")).lines();
+    let paused = lines.next().expect("the consumer reports").expect("utf-8");
+    assert_eq!(paused, "paused", "the consumer failed before the restart");
+    // Membership is in memory: the restarted broker knows no members, so the
+    // consumer must rejoin; its offsets come back from the engine.
+    broker.stop();
+    let broker = Broker::start_on(dir.path(), &addr);
+    let mut stdin = consumer.stdin.take().expect("stdin piped");
+    writeln!(stdin, "restarted").unwrap();
+    let report = lines.next().expect("the consumer reports").expect("utf-8");
+    assert!(consumer.wait().unwrap().success(), "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("one JSON line");
+    assert_eq!(report["processed"], 100, "{report}");
+    // The restarted broker formed a new generation for the rejoined consumer.
+    broker.wait_for_log(&["join phase complete", "group=restart-group"]);
+    broker.stop();
+}
+
+#[test]
 fn a_first_join_without_a_member_id_gets_member_id_required_then_joins() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
@@ -633,7 +688,7 @@ fn a_member_without_heartbeats_expires_and_the_others_rebalance_without_it() {
         let a = scope.spawn(|| {
             let mut conn = broker.connect();
             let mut j = Join::new(group)
-                .timeouts(1_500, 5_000)
+                .timeouts(10_000, 5_000)
                 .join_new(&mut conn, 5);
             // The first member may complete a generation alone, then rejoin for the second.
             while j.members.len() != 2 && j.leader == j.member_id {
@@ -650,12 +705,13 @@ fn a_member_without_heartbeats_expires_and_the_others_rebalance_without_it() {
                 }
                 j = Join::new(group)
                     .member(&id)
-                    .timeouts(1_500, 5_000)
+                    .timeouts(10_000, 5_000)
                     .send(&mut conn, 5);
             }
             (conn, j)
         });
         std::thread::sleep(Duration::from_millis(200));
+        // B has a short session: it is the one that goes silent.
         let b = scope.spawn(|| {
             let mut conn = broker.connect();
             let j = Join::new(group)
@@ -705,7 +761,7 @@ fn a_member_without_heartbeats_expires_and_the_others_rebalance_without_it() {
     );
     let rejoined = Join::new(group)
         .member(&leader_id)
-        .timeouts(1_500, 5_000)
+        .timeouts(10_000, 5_000)
         .send(leader.0, 5);
     assert_eq!(rejoined.error_code, 0);
     assert_eq!(rejoined.generation_id, generation + 1);
@@ -734,7 +790,7 @@ fn a_rebalance_completes_at_its_timeout_without_the_member_that_did_not_rejoin()
     let mut conn_a = broker.connect();
     // A alone, stable.
     let a = Join::new(group)
-        .timeouts(30_000, 1_500)
+        .timeouts(30_000, 4_000)
         .join_new(&mut conn_a, 5);
     let a_id = a.member_id.to_string();
     assert_eq!(
@@ -746,7 +802,7 @@ fn a_rebalance_completes_at_its_timeout_without_the_member_that_did_not_rejoin()
         let waiting = scope.spawn(|| {
             let mut conn = broker.connect();
             let j = Join::new(group)
-                .timeouts(30_000, 1_500)
+                .timeouts(30_000, 4_000)
                 .join_new(&mut conn, 5);
             (conn, j)
         });
@@ -1297,6 +1353,112 @@ fn every_version_of_every_group_api_is_answered() {
             DeleteGroupsRequest::default().with_groups_names(vec![gid(&group)]),
         );
         assert_eq!(r.results[0].error_code, 0, "DeleteGroups v{del_v}");
+    }
+    // Error answers in every version: an empty group id, an unknown group.
+    for v in 1..=9 {
+        let r = if v >= 8 {
+            conn.call(
+                v,
+                OffsetFetchRequest::default().with_groups(vec![
+                    OffsetFetchRequestGroup::default().with_group_id(gid(""))
+                ]),
+            )
+            .groups[0]
+                .error_code
+        } else {
+            let r = conn.call(
+                v,
+                OffsetFetchRequest::default()
+                    .with_group_id(gid(""))
+                    .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                        .with_name(TopicName(s("versions")))
+                        .with_partition_indexes(vec![0])])),
+            );
+            if v >= 2 {
+                r.error_code
+            } else {
+                r.topics[0].partitions[0].error_code
+            }
+        };
+        assert_eq!(r, code(ResponseError::InvalidGroupId), "OffsetFetch v{v}");
+    }
+    for v in 2..=9 {
+        assert_eq!(
+            commit(&mut conn, v, "", "", -1, "versions", &[(0, 1, 0, "")]),
+            vec![code(ResponseError::InvalidGroupId)],
+            "OffsetCommit v{v}"
+        );
+    }
+    for v in 0..=6 {
+        let d = describe(&mut conn, v, "");
+        assert_eq!(
+            d.error_code,
+            code(ResponseError::InvalidGroupId),
+            "DescribeGroups v{v}"
+        );
+    }
+    for v in 0..=4 {
+        let hb = conn.call(
+            v,
+            HeartbeatRequest::default()
+                .with_group_id(gid("unknown"))
+                .with_member_id(s("m"))
+                .with_generation_id(1),
+        );
+        assert_eq!(
+            hb.error_code,
+            code(ResponseError::UnknownMemberId),
+            "Heartbeat v{v}"
+        );
+    }
+    for v in 0..=5 {
+        let r = conn.call(
+            v,
+            SyncGroupRequest::default()
+                .with_group_id(gid("unknown"))
+                .with_member_id(s("m"))
+                .with_generation_id(1),
+        );
+        assert_eq!(
+            r.error_code,
+            code(ResponseError::UnknownMemberId),
+            "SyncGroup v{v}"
+        );
+        let req = LeaveGroupRequest::default().with_group_id(gid("unknown"));
+        let left = if v >= 3 {
+            conn.call(
+                v,
+                req.with_members(vec![MemberIdentity::default().with_member_id(s("m"))]),
+            )
+            .members[0]
+                .error_code
+        } else {
+            conn.call(v, req.with_member_id(s("m"))).error_code
+        };
+        assert_eq!(
+            left,
+            code(ResponseError::UnknownMemberId),
+            "LeaveGroup v{v}"
+        );
+    }
+    for v in 0..=9 {
+        let j = Join::new("unknown").member("m").send(&mut conn, v);
+        assert_eq!(
+            j.error_code,
+            code(ResponseError::UnknownMemberId),
+            "JoinGroup v{v}"
+        );
+    }
+    for v in 0..=2 {
+        let r = conn.call(
+            v,
+            DeleteGroupsRequest::default().with_groups_names(vec![gid("unknown")]),
+        );
+        assert_eq!(
+            r.results[0].error_code,
+            code(ResponseError::GroupIdNotFound),
+            "DeleteGroups v{v}"
+        );
     }
     // Errors that answer with a group id the engine could not store.
     let too_long = "g".repeat(2000);

@@ -7,7 +7,15 @@
 //! OffsetFetch. JoinGroup and SyncGroup answers are `oneshot` channels that
 //! the rebalance completes; each group has one timer task, started with its
 //! first deadline, that sleeps (tokio::time) to the next session, join or
-//! sync deadline and is woken through a `Notify` whenever one changes.
+//! sync deadline and is woken through a `Notify` when one comes sooner.
+//! A group left with neither members nor offsets is forgotten at once
+//! (Kafka drops it at its next periodic cleanup).
+//!
+//! Not done yet: offset expiry (`offsets.retention.minutes`), the initial
+//! rebalance delay (`group.initial.rebalance.delay.ms`; here a join phase
+//! ends as soon as every known member has joined), persisting group
+//! metadata (after a restart a group with offsets is Empty, generation 0,
+//! protocol type unknown), and the KIP-848 consumer protocol.
 //!
 //! Locks, in the order they are taken: a group's `storage` lock (offset
 //! writes and deletes, held across engine I/O), the registry map, a group's
@@ -18,13 +26,10 @@ pub mod offsets;
 pub mod types;
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::messages::ConsumerProtocolSubscription;
-use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 use kascade_core::{Ack, Engine, Get, Key, Prefix, Put};
 use parking_lot::Mutex;
@@ -90,19 +95,36 @@ struct Inner {
 pub struct Groups(Arc<Inner>);
 
 /// The topics a consumer's subscription metadata names; `None` when it does not parse.
+///
+/// Read by hand rather than with the generated decoder: that one reserves
+/// memory for whatever array length the bytes claim, so a forged length
+/// would abort the process. In every version (0-3) of
+/// ConsumerProtocolSubscription the topics come first: a version (i16),
+/// then an i32 count of i16-length strings.
 pub fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
-    let mut buf = metadata.clone();
-    if buf.remaining() < 2 {
+    let mut buf = &metadata[..];
+    if buf.remaining() < 6 {
         return None;
     }
-    let version = buf.get_i16().clamp(0, 3);
-    // The generated decoders return errors on short input; the fence is for anything else.
-    let decoded = catch_unwind(AssertUnwindSafe(|| {
-        ConsumerProtocolSubscription::decode(&mut buf, version)
-    }))
-    .ok()?
-    .ok()?;
-    Some(decoded.topics.iter().map(|t| t.to_string()).collect())
+    let _version = buf.get_i16();
+    let count = usize::try_from(buf.get_i32()).ok()?;
+    // Each topic takes at least its 2-byte length.
+    if count > buf.remaining() / 2 {
+        return None;
+    }
+    let mut topics = Vec::with_capacity(count);
+    for _ in 0..count {
+        if buf.remaining() < 2 {
+            return None;
+        }
+        let len = usize::try_from(buf.get_i16()).ok()?;
+        if buf.remaining() < len {
+            return None;
+        }
+        topics.push(std::str::from_utf8(&buf[..len]).ok()?.to_string());
+        buf.advance(len);
+    }
+    Some(topics)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -210,16 +232,24 @@ impl Groups {
             .is_some_and(|c| Arc::ptr_eq(c, cell))
     }
 
-    /// Starts the group's timer if it has none, and wakes it to re-read deadlines.
+    /// Starts the group's timer if it has none, and wakes it when a deadline
+    /// now comes sooner than the one it sleeps to (a heartbeat, which only
+    /// pushes deadlines later, wakes nobody).
     fn arm(&self, cell: &Arc<GroupCell>) {
-        let start = {
+        let (start, wake) = {
             let mut g = cell.state.lock();
-            let start = !g.timer_running && g.next_deadline().is_some();
-            if start {
-                g.timer_running = true;
+            let next = g.next_deadline();
+            if g.timer_running {
+                let sooner = next.is_some_and(|n| g.timer_at.is_none_or(|at| n < at));
+                (false, sooner)
+            } else {
+                g.timer_running = next.is_some();
+                (next.is_some(), false)
             }
-            start
         };
+        if wake {
+            cell.wake.notify_one();
+        }
         if start {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
@@ -230,8 +260,6 @@ impl Groups {
                     cell.state.lock().timer_running = false;
                 }
             }
-        } else {
-            cell.wake.notify_one();
         }
     }
 
@@ -245,7 +273,8 @@ impl Groups {
                     return;
                 }
                 g.expire(Instant::now());
-                g.next_deadline()
+                g.timer_at = g.next_deadline();
+                g.timer_at
             };
             self.maybe_forget(&cell);
             match next {
@@ -654,4 +683,44 @@ fn new_cell(group_id: &str) -> Option<Arc<GroupCell>> {
         storage: Mutex::new(()),
         wake: Notify::new(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+
+    #[test]
+    fn subscription_metadata_names_its_topics_and_garbage_names_none() {
+        use bytes::BufMut;
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        for version in 0..=3 {
+            let mut buf = bytes::BytesMut::new();
+            buf.put_i16(version);
+            ConsumerProtocolSubscription::default()
+                .with_topics(vec![
+                    StrBytes::from_static_str("a"),
+                    StrBytes::from_static_str("b"),
+                ])
+                .encode(&mut buf, version)
+                .unwrap();
+            assert_eq!(
+                subscription_topics(&buf.freeze()),
+                Some(vec!["a".to_string(), "b".to_string()])
+            );
+        }
+        assert_eq!(subscription_topics(&Bytes::from_static(b"\x00")), None);
+        // A forged count is refused without reserving memory for it.
+        assert_eq!(
+            subscription_topics(&Bytes::from_static(b"\x00\x00\x7f\xff\xff\xff")),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn subscription_parsing_never_panics(bytes in proptest::collection::vec(0u8..=255, 0..64)) {
+            let _ = subscription_topics(&Bytes::from(bytes));
+        }
+    }
 }

@@ -186,4 +186,20 @@ mod tests {
         assert_eq!(CommittedOffset::decode(&enc[..enc.len() - 1]), None);
         assert_eq!(CommittedOffset::decode(b"junk"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn every_name_escapes_to_one_valid_segment_and_back(name in "\\PC{0,40}|[./%]{0,4}") {
+            let seg = escape(&name);
+            proptest::prop_assert!(!seg.contains('/'));
+            let key = offset_key(&group_prefix(&seg), &name, 0);
+            proptest::prop_assert!(Key::new(&key).is_ok(), "{:?} -> {}", name, key);
+            proptest::prop_assert_eq!(parse_offset_key(&key), Some((name.clone(), name, 0)));
+        }
+
+        #[test]
+        fn any_stored_bytes_decode_or_are_refused(bytes in proptest::collection::vec(0u8..=255, 0..80)) {
+            let _ = CommittedOffset::decode(&bytes);
+        }
+    }
 }

@@ -91,6 +91,8 @@ pub struct Group {
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
     /// Whether the group's timer task runs.
     pub timer_running: bool,
+    /// The deadline the timer task sleeps to, if any.
+    pub timer_at: Option<Instant>,
 }
 
 impl Group {
@@ -112,6 +114,7 @@ impl Group {
             subscribed_topics: None,
             offsets: BTreeMap::new(),
             timer_running: false,
+            timer_at: None,
         }
     }
 
@@ -628,5 +631,128 @@ mod tests {
         assert_eq!(g.state, GroupState::Empty);
         assert_eq!(g.generation, 2);
         assert!(g.is_forgettable());
+    }
+
+    /// Two members in one generation: `(leader id, follower id)`, both joined, none synced.
+    fn two_members(g: &mut Group, now: Instant, static_leader: bool) -> (String, String) {
+        let mut first = join_req("", static_leader.then_some("pod-a"));
+        first.require_known_member_id = false;
+        let a = ready(g.join(first, "a".into(), now));
+        ready(g.sync("a", None, a.generation_id, None, None, vec![], now));
+        // B joins: A must rejoin before the join phase ends.
+        let mut second = join_req("", None);
+        second.require_known_member_id = false;
+        let Outcome::Wait(mut b) = g.join(second, "b".into(), now) else {
+            panic!("B waits for A to rejoin");
+        };
+        assert!(b.try_recv().is_err());
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        let a = ready(g.join(
+            join_req("a", static_leader.then_some("pod-a")),
+            "x".into(),
+            now,
+        ));
+        let b = b.try_recv().expect("the join phase ended when A rejoined");
+        assert_eq!((a.generation_id, b.generation_id), (2, 2));
+        assert_eq!(
+            (a.leader.as_str(), a.members.len(), b.members.len()),
+            ("a", 2, 0)
+        );
+        ("a".into(), "b".into())
+    }
+
+    #[test]
+    fn a_leader_that_never_syncs_is_removed_at_the_sync_deadline() {
+        let now = Instant::now();
+        let mut g = Group::new("g");
+        let (leader, follower) = two_members(&mut g, now, false);
+        let Outcome::Wait(mut waiting) = g.sync(&follower, None, 2, None, None, vec![], now) else {
+            panic!("the follower waits for the leader's assignment");
+        };
+        // The leader heartbeats (its session holds) but never syncs.
+        let nine = now + Duration::from_secs(9);
+        assert_eq!(g.heartbeat(&leader, None, 2, nine), Ok(()));
+        g.expire(now + Duration::from_secs(11));
+        let answer = waiting.try_recv().expect("the follower is told to rejoin");
+        assert_eq!(answer.error, Some(ResponseError::RebalanceInProgress));
+        assert!(!g.has_member(&leader));
+        assert!(g.has_member(&follower));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn a_static_member_that_misses_a_rebalance_is_kept_and_a_joined_member_leads() {
+        let now = Instant::now();
+        let mut g = Group::new("g");
+        let (a, b) = two_members(&mut g, now, true);
+        ready(g.sync(
+            &a,
+            None,
+            2,
+            None,
+            None,
+            vec![(a.clone(), Bytes::from_static(b"A"))],
+            now,
+        ));
+        ready(g.sync(&b, None, 2, None, None, vec![], now));
+        assert_eq!(g.state, GroupState::Stable);
+        // B rejoins with new metadata; static A stays away past the rebalance timeout.
+        let mut rejoin = join_req(&b, None);
+        rejoin.protocols = vec![("range".into(), Bytes::from_static(b"new"))];
+        let Outcome::Wait(mut answer) = g.join(rejoin, "x".into(), now) else {
+            panic!("B waits for A");
+        };
+        let later = now + Duration::from_secs(5);
+        assert_eq!(
+            g.heartbeat(&a, Some("pod-a"), 2, later),
+            Err(ResponseError::RebalanceInProgress)
+        );
+        g.expire(now + Duration::from_secs(11));
+        let joined = answer
+            .try_recv()
+            .expect("the join phase ended at its deadline");
+        assert_eq!(
+            (joined.generation_id, joined.leader.as_str()),
+            (3, b.as_str())
+        );
+        assert_eq!(
+            joined.members.len(),
+            2,
+            "static A is kept in the generation"
+        );
+        assert_eq!(
+            g.heartbeat(&a, Some("pod-a"), 2, later),
+            Err(ResponseError::IllegalGeneration)
+        );
+    }
+
+    #[test]
+    fn leaving_by_instance_id_and_fencing_the_old_member_id() {
+        let now = Instant::now();
+        let mut g = Group::new("g");
+        let mut first = join_req("", Some("pod-a"));
+        first.require_known_member_id = false;
+        let a = ready(g.join(first, "a-1".into(), now));
+        ready(g.sync(
+            "a-1",
+            Some("pod-a"),
+            a.generation_id,
+            None,
+            None,
+            vec![],
+            now,
+        ));
+        let again = ready(g.join(join_req("", Some("pod-a")), "a-2".into(), now));
+        assert_eq!((again.member_id.as_str(), again.generation_id), ("a-2", 1));
+        assert_eq!(
+            g.leave("a-1", Some("pod-a"), now),
+            Err(ResponseError::FencedInstanceId)
+        );
+        assert_eq!(g.leave("", Some("pod-a"), now), Ok(()));
+        assert_eq!(
+            g.leave("", Some("pod-a"), now),
+            Err(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(g.state, GroupState::Empty);
     }
 }
