@@ -50,7 +50,9 @@ pub(super) fn handle(
                 })
                 .map(Some)
             };
-            let result = CreatableTopicResult::default().with_name(t.name);
+            let result = CreatableTopicResult::default()
+                .with_name(t.name)
+                .with_error_message(None);
             match outcome {
                 Ok(created) => {
                     let result = result

@@ -32,6 +32,7 @@ pub(super) fn handle(
                 None => state.topics.by_id(id),
             };
             let result = DeletableTopicResult::default()
+                .with_error_message(None)
                 .with_name(name.as_deref().map(topic_name))
                 .with_topic_id(id);
             let Some(topic) = topic else {
