@@ -174,7 +174,7 @@ impl Broker {
     /// and the broker's log, unless it exits successfully.
     pub fn run_ok(&self, client: &mut Client) -> Output {
         let out = client.run();
-        if !out.status.success() {
+        if !out.succeeded() {
             panic!(
                 "{} failed ({}){}\n--- client output ---\n{}\n--- broker log (last 60 lines) ---\n{}",
                 client.describe(),
@@ -252,19 +252,12 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// An exit status that may be a time-out.
-pub trait StatusExt {
-    /// Whether the run ended by itself with exit code 0.
-    fn success(&self) -> bool;
-}
-
-impl StatusExt for Option<ExitStatus> {
-    fn success(&self) -> bool {
-        self.is_some_and(|s| s.success())
-    }
-}
-
 impl Output {
+    /// Whether the client ended by itself with exit code 0.
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
     /// How the run ended, in words.
     pub fn status_text(&self) -> String {
         match self.status {
