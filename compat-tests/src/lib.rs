@@ -175,10 +175,22 @@ impl Broker {
     pub fn run_ok(&self, client: &mut Client) -> Output {
         let out = client.run();
         if !out.succeeded() {
+            let missing = [
+                "ModuleNotFoundError",
+                "Cannot find module",
+                "No module named",
+            ]
+            .iter()
+            .any(|m| out.stderr.contains(m));
             panic!(
-                "{} failed ({}){}\n--- client output ---\n{}\n--- broker log (last 60 lines) ---\n{}",
+                "{} failed ({}){}{}\n--- client output ---\n{}\n--- broker log (last 60 lines) ---\n{}",
                 client.describe(),
                 out.status_text(),
+                if missing {
+                    format!("\na client library is missing: {INSTALL_HINT}")
+                } else {
+                    String::new()
+                },
                 out.failed_checks_summary(),
                 out.combined(),
                 self.log_tail(60)
