@@ -487,34 +487,32 @@ fn list(conn: &mut Conn, version: i16, states: &[&str]) -> Vec<(String, String)>
 fn two_consumers_rebalance_when_one_leaves_and_the_other_resumes_from_committed_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/kafka_groups_rebalance.py"
-    );
-    let out = Command::new("python3")
-        .args([script, &broker.addr, "handover", "handover-group"])
-        .output()
-        .expect("python3 with confluent-kafka runs the consumers");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "consumers failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
-    assert_eq!(report["processed"], 400, "{report}");
-    assert_eq!(report["c1"], 40, "{report}");
-    assert_eq!(report["c2"], 360, "{report}");
-    assert_eq!(
-        report["c2_final_partitions"],
-        serde_json::json!([0, 1, 2, 3]),
-        "{report}"
-    );
-    assert!(report["taken_over"].as_u64().unwrap() > 0, "{report}");
-    // The group's committed offsets are the log ends: 100 records per partition.
-    let mut conn = broker.connect();
-    let offsets = fetch(&mut conn, 7, "handover-group", "handover", &[0, 1, 2, 3]);
-    assert!(offsets.iter().all(|&(_, o, _, _)| o == 100), "{offsets:?}");
+    // Eager (range) and incremental (cooperative-sticky) rebalancing.
+    for assignor in ["range", "cooperative-sticky"] {
+        let (topic, group) = (format!("handover-{assignor}"), format!("group-{assignor}"));
+        let stdout = run_script(
+            &broker,
+            "kafka_groups_rebalance.py",
+            &[&topic, &group, assignor],
+        );
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert_eq!(report["processed"], 400, "{assignor}: {report}");
+        assert_eq!(report["c1"], 40, "{assignor}: {report}");
+        assert_eq!(report["c2"], 360, "{assignor}: {report}");
+        assert_eq!(
+            report["c2_final_partitions"],
+            serde_json::json!([0, 1, 2, 3]),
+            "{assignor}: {report}"
+        );
+        assert!(
+            report["taken_over"].as_u64().unwrap() > 0,
+            "{assignor}: {report}"
+        );
+        // The group's committed offsets are the log ends: 100 records per partition.
+        let mut conn = broker.connect();
+        let offsets = fetch(&mut conn, 7, &group, &topic, &[0, 1, 2, 3]);
+        assert!(offsets.iter().all(|&(_, o, _, _)| o == 100), "{offsets:?}");
+    }
     broker.stop();
 }
 

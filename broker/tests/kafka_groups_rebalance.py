@@ -1,11 +1,12 @@
 """Two consumers in one group with confluent-kafka (librdkafka): one leaves,
 the other takes over its partitions from the committed offsets.
 
-Usage: kafka_groups_rebalance.py BOOTSTRAP TOPIC GROUP
+Usage: kafka_groups_rebalance.py BOOTSTRAP TOPIC GROUP [ASSIGNOR]
 
 A record counts as processed once its offset commit succeeded (commit after
 each record, synchronously): a record whose commit failed in a rebalance is
-left for redelivery. The script fails on a record processed twice or never.
+processed again, by whoever owns its partition next (the consumer seeks back
+to it if it still does, as an application retrying would). The script fails on a record processed twice or never.
 It prints one JSON line with what each consumer processed. Every wait is
 bounded by a generous deadline that only guards against a hang."""
 
@@ -13,10 +14,11 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 BOOTSTRAP, TOPIC, GROUP = sys.argv[1:4]
+ASSIGNOR = sys.argv[4] if len(sys.argv) > 4 else "range"
 PARTITIONS = 4
 RECORDS = 400
 FIRST_SHARE = 40  # records the first consumer processes before it leaves
@@ -24,7 +26,7 @@ HANG_GUARD_S = 120
 
 
 def fail(why):
-    print(json.dumps({"error": why}))
+    print(json.dumps({"error": why, "assignor": ASSIGNOR}))
     sys.exit(1)
 
 
@@ -49,19 +51,18 @@ def consumer(name):
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 500,
-            "partition.assignment.strategy": "range",
+            "partition.assignment.strategy": ASSIGNOR,
         }
     )
 
 
 seen = {}  # value -> consumer that processed it
 processed = {"c1": [], "c2": []}  # (partition, offset) in order
-commit_failures = 0
+commit_failures = {}  # error name -> count
 
 
 def take(name, c, msg, quota=None):
     """Processes one polled record: commit it, then count it."""
-    global commit_failures
     if msg is None:
         return
     if msg.error():
@@ -70,8 +71,16 @@ def take(name, c, msg, quota=None):
         return  # over its share: left uncommitted for whoever owns it next
     try:
         c.commit(message=msg, asynchronous=False)
-    except KafkaException:
-        commit_failures += 1  # fenced by a rebalance: it will be delivered again
+    except KafkaException as e:
+        # Fenced by a rebalance: not processed. Read it again if the partition
+        # is still ours (an incremental rebalance keeps it); if it is not,
+        # its next owner starts from the committed offset.
+        name = e.args[0].name()
+        commit_failures[name] = commit_failures.get(name, 0) + 1
+        try:
+            c.seek(TopicPartition(TOPIC, msg.partition(), msg.offset()))
+        except KafkaException:
+            pass
         return
     value = int(msg.value())
     if value in seen:

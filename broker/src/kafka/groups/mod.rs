@@ -458,24 +458,30 @@ impl Groups {
                     None => return Err(ResponseError::IllegalGeneration),
                 }
             };
-            let _storage = cell.storage.lock();
-            {
+            let storage = cell.storage.lock();
+            let checked = {
                 let mut g = cell.state.lock();
                 if g.state == GroupState::Dead {
                     drop(g);
+                    drop(storage);
                     if self.is_registered(group_id, &cell) {
                         return Err(ResponseError::CoordinatorNotAvailable);
                     }
                     continue;
                 }
-                g.check_commit(member_id, instance_id, generation, Instant::now())?;
+                g.check_commit(member_id, instance_id, generation, Instant::now())
+            };
+            let result = checked.and_then(|()| self.write_offsets(&cell.prefix, &offsets));
+            if result.is_ok() {
+                let mut g = cell.state.lock();
+                for o in offsets {
+                    g.offsets.insert((o.topic, o.partition), o.committed);
+                }
             }
-            self.write_offsets(&cell.prefix, &offsets)?;
-            let mut g = cell.state.lock();
-            for o in offsets {
-                g.offsets.insert((o.topic, o.partition), o.committed);
-            }
-            return Ok(());
+            drop(storage);
+            // A refused first commit may leave a group with nothing in it.
+            self.maybe_forget(&cell);
+            return result;
         }
     }
 
