@@ -52,15 +52,6 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 6),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::AlterConfigs, 0, 2),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::DescribeCluster, 0, 2),
-    (ApiKey::DescribeLogDirs, 1, 4),
-    (ApiKey::DescribeProducers, 0, 0),
-    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // Consumer groups. OffsetCommit v10 and OffsetFetch v10 are left out:
     // kafka-protocol 0.18 cannot decode those requests.
     (ApiKey::FindCoordinator, 0, 6),
@@ -74,6 +65,15 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The served version range of `key`, if it is served.
@@ -103,6 +103,30 @@ pub async fn handle(state: &State, request: Request, peer: SocketAddr) -> Option
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(state, v, r))
         }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(state, v, r))
+        }
+        RequestKind::JoinGroup(r) => {
+            let client_id = request.header.client_id.as_deref().unwrap_or("");
+            ResponseKind::JoinGroup(join_group::handle(state, v, r, client_id, peer).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(state, v, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(state, v, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(state, v, r)),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(state, v, r))
+        }
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(state, v, r)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(state, v, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(state, v, r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(state, v, r))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(state, v, r))
+        }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(state, v, r))
         }
@@ -129,30 +153,6 @@ pub async fn handle(state: &State, request: Request, peer: SocketAddr) -> Option
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(state, v, r))
-        }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(state, v, r))
-        }
-        RequestKind::JoinGroup(r) => {
-            let client_id = request.header.client_id.as_deref().unwrap_or("");
-            ResponseKind::JoinGroup(join_group::handle(state, v, r, client_id, peer).await)
-        }
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(state, v, r).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(state, v, r)),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(state, v, r)),
-        RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(offset_commit::handle(state, v, r))
-        }
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(state, v, r)),
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(state, v, r)),
-        RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(describe_groups::handle(state, v, r))
-        }
-        RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(delete_groups::handle(state, v, r))
-        }
-        RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(offset_delete::handle(state, v, r))
         }
         other => {
             tracing::error!(request = ?std::mem::discriminant(&other), "served API without a handler");
