@@ -8,8 +8,10 @@
 //! durable as its topic's storage promises: a version becomes readable only
 //! then, and with a single replica Kafka's acks=1 promises that an acked
 //! batch is below the high watermark (readable, listed by ListOffsets,
-//! trimmable by DeleteRecords) as soon as the answer arrives. A refused batch leaves the log exactly as it was: validation
-//! happens before the put, and the engine writes a multi-batch put atomically.
+//! trimmable by DeleteRecords) as soon as the answer arrives.
+//!
+//! A refused batch leaves the log exactly as it was: validation happens
+//! before the put, and the engine writes a multi-batch put atomically.
 
 use std::sync::Arc;
 
