@@ -11,6 +11,11 @@ export RUST_BACKTRACE=1
 
 step() { printf '\n=== %s\n' "$*"; }
 
+step "Kafka clients for the compat tests (kcat, Python venv, kafkajs)"
+bash .ci/install-clients.sh
+export KASCADE_PYTHON="${KASCADE_PYTHON:-${KASCADE_VENV:-$HOME/.cache/kascade-venv}/bin/python}"
+export KASCADE_NODE_MODULES="${KASCADE_NODE_MODULES:-$PWD/compat-tests/js/node_modules}"
+
 step "toolchain components"
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -21,6 +26,10 @@ cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build -p kascade (the binary the compat tests run)"
+cargo build --locked -p kascade
+export KASCADE_BIN="$CARGO_TARGET_DIR/debug/kascade"
 
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast

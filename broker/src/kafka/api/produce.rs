@@ -3,10 +3,15 @@
 //! base offset (the key's seq), leader epoch and, for log-append-time
 //! topics, the append time.
 //!
-//! acks=0 gets no response at all; acks=1 returns once the batch is ordered
-//! and applied; acks=all (-1) once it is as durable as its topic's storage
-//! promises. A refused batch leaves the log exactly as it was: validation
-//! happens before the put, and the engine writes a multi-batch put atomically.
+//! acks=0 gets no response at all and waits only until the batch is ordered
+//! and applied. acks=1 and acks=all (-1) both return once the batch is as
+//! durable as its topic's storage promises: a version becomes readable only
+//! then, and with a single replica Kafka's acks=1 promises that an acked
+//! batch is below the high watermark (readable, listed by ListOffsets,
+//! trimmable by DeleteRecords) as soon as the answer arrives.
+//!
+//! A refused batch leaves the log exactly as it was: validation happens
+//! before the put, and the engine writes a multi-batch put atomically.
 
 use std::sync::Arc;
 
@@ -29,10 +34,10 @@ pub(super) fn handle(
     version: i16,
     request: ProduceRequest,
 ) -> Option<ProduceResponse> {
-    let ack = if request.acks == -1 {
-        Ack::Durable
-    } else {
+    let ack = if request.acks == 0 {
         Ack::Applied
+    } else {
+        Ack::Durable
     };
     let responses = request
         .topic_data
