@@ -89,7 +89,7 @@ impl Broker {
     /// Runs a scenario of kafka_admin.py against this broker.
     fn python(&self, scenario: &str, data_dir: &Path) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_admin.py");
-        let out = Command::new("python3")
+        let out = Command::new(python())
             .arg(script)
             .args([&self.addr, scenario])
             .arg(absolute(data_dir))
@@ -635,7 +635,7 @@ fn a_consumer_validates_its_position_after_a_broker_restart() {
     let listen = format!("127.0.0.1:{port}");
     let broker = Broker::start_on(&listen, dir.path(), &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_admin.py");
-    let mut python = Command::new("python3")
+    let mut python = Command::new(python())
         .arg(script)
         .args([&listen, "validate_after_restart"])
         .arg(dir.path())
@@ -1053,4 +1053,9 @@ fn every_admin_api_answers_at_every_version() {
             "v{v}"
         );
     }
+}
+
+/// The Python with the Kafka clients: the test command's venv (`KASCADE_PYTHON`), else `python3`.
+fn python() -> String {
+    std::env::var("KASCADE_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }

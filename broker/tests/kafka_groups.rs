@@ -519,7 +519,7 @@ fn two_consumers_rebalance_when_one_leaves_and_the_other_resumes_from_committed_
 /// Runs one of the confluent-kafka scripts next to this file against `broker`.
 fn run_script(broker: &Broker, script: &str, args: &[&str]) -> String {
     let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .arg(&path)
         .arg(&broker.addr)
         .args(args)
@@ -556,7 +556,7 @@ fn a_consumer_rejoins_after_a_broker_restart_and_resumes_from_its_committed_offs
         "{}/tests/kafka_groups_restart.py",
         env!("CARGO_MANIFEST_DIR")
     );
-    let mut consumer = Command::new("python3")
+    let mut consumer = Command::new(python())
         .args([
             script.as_str(),
             addr.as_str(),
@@ -1467,4 +1467,9 @@ fn every_version_of_every_group_api_is_answered() {
     let r = Join::new("short").timeouts(10, 10).send(&mut conn, 5);
     assert_eq!(r.error_code, code(ResponseError::InvalidSessionTimeout));
     broker.stop();
+}
+
+/// The Python with the Kafka clients: the test command's venv (`KASCADE_PYTHON`), else `python3`.
+fn python() -> String {
+    std::env::var("KASCADE_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
