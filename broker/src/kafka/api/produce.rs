@@ -159,7 +159,7 @@ fn append(
         })
         .collect();
     let engine = &state.engine;
-    let written = blocking(|| {
+    let put = || {
         if puts.len() == 1 {
             puts.into_iter()
                 .next()
@@ -168,7 +168,16 @@ fn append(
         } else {
             engine.put_many(puts, ack)
         }
-    })
+    };
+    // Only a durable put on a persistent topic waits (for its fsync); any other
+    // put returns once applied, so it runs inline: `block_in_place` would hand
+    // this runtime worker's queue to another thread on every produce.
+    let volatile = topic.configs.get("kascade.storage").map(String::as_str) == Some("volatile");
+    let written = if ack == Ack::Durable && !volatile {
+        blocking(put)
+    } else {
+        put()
+    }
     .map_err(refusal)?;
     let first = written
         .first()
