@@ -14,7 +14,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError;
 use kascade_core::{Ack, IdempotenceToken, Put};
 use kascade_wire::kafka::batch::{self, BatchError};
@@ -27,17 +27,25 @@ use crate::kafka::State;
 pub(super) fn handle(
     state: &State,
     version: i16,
-    request: ProduceRequest,
+    mut request: ProduceRequest,
 ) -> Option<ProduceResponse> {
-    let ack = if request.acks == -1 {
+    let acks = request.acks;
+    let ack = if acks == -1 {
         Ack::Durable
     } else {
         Ack::Applied
     };
-    let responses = request
-        .topic_data
+    let topic_data = std::mem::take(&mut request.topic_data);
+    // Whatever else the request holds (transactional id) are slices of the frame.
+    drop(request);
+    // A lone batch may keep the frame's buffer instead of a copy: nothing else
+    // of the frame is stored with it (see `append`).
+    let sole = topic_data.len() == 1 && topic_data.iter().all(|t| t.partition_data.len() == 1);
+    let responses = topic_data
         .into_iter()
-        .map(|t| {
+        .map(|mut t| {
+            // The name, too, is a slice of the frame: answer with a copy of it.
+            t.name = TopicName(str_bytes(&t.name));
             let topic = if t.name.0.is_empty() {
                 state.topics.by_id(t.topic_id)
             } else {
@@ -61,7 +69,7 @@ pub(super) fn handle(
                         return response.with_error_code(code.code());
                     };
                     let records = p.records.unwrap_or_default();
-                    match append(state, topic, p.index, records, ack) {
+                    match append(state, topic, p.index, records, ack, sole) {
                         Ok(done) => response
                             .with_base_offset(done.base_offset)
                             .with_log_append_time_ms(done.log_append_time_ms)
@@ -91,7 +99,7 @@ pub(super) fn handle(
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    if request.acks == 0 {
+    if acks == 0 {
         return None;
     }
     Some(ProduceResponse::default().with_responses(responses))
@@ -106,13 +114,15 @@ struct Appended {
 
 type Refusal = (ResponseError, Option<String>);
 
-/// Validates and appends one partition's record set.
+/// Validates and appends one partition's record set; `sole` when it is the
+/// request's only one.
 fn append(
     state: &State,
     topic: &Arc<Topic>,
     partition: i32,
     records: Bytes,
     ack: Ack,
+    sole: bool,
 ) -> Result<Appended, Refusal> {
     let key = topic
         .key(partition)
@@ -137,11 +147,20 @@ fn append(
     }
     let epoch = topic.leader_epoch();
     let log_append = topic.log_append_time;
+    // The seal patches the stored batch in place (`batch::seal` copies a value it
+    // does not own alone). The lone batch of a request read into its own buffer
+    // (kafka/mod.rs) owns it once `records` is dropped: stored without a copy, it
+    // keeps only the request's few header bytes beside it. Any other batch is
+    // copied here, so that it never pins a larger frame.
+    let own = sole && batches.len() == 1;
     let puts: Vec<Put> = batches
         .iter()
         .map(|b| {
-            // A private copy the seal can patch in place; the request's bytes are shared.
-            let value = Bytes::copy_from_slice(&records[b.start..b.start + b.len]);
+            let value = if own {
+                records.slice(b.start..b.start + b.len)
+            } else {
+                Bytes::copy_from_slice(&records[b.start..b.start + b.len])
+            };
             let mut put = Put::new(key.clone(), value)
                 .count(b.record_count)
                 .seal(Arc::new(move |v, seq, ts_us| {
@@ -158,6 +177,7 @@ fn append(
             put
         })
         .collect();
+    drop(records);
     let engine = &state.engine;
     let put = || {
         if puts.len() == 1 {
