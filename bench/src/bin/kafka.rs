@@ -1088,11 +1088,13 @@ fn run_latency(
         print_latency("  produce -> ack", &p.ack);
         let e2e = p.e2e.unwrap_or_else(latency_histogram);
         print_latency("  produce -> consume", &e2e);
-        // A record consumed >= 450 ms after it was sent, where its ack was not as late,
-        // waited for the consumer's 500 ms fetch timer instead of waking the long poll.
+        // Records consumed >= 450 ms after they were sent, beyond those whose ack was
+        // as late, waited for the consumer's 500 ms fetch timer instead of waking the
+        // long poll. The two counts come from different records, so a surplus under
+        // 1% of the samples is noise around the threshold.
         let slow = |h: &Histogram<u64>| h.count_between(FETCH_WAIT_NS * 9 / 10, u64::MAX);
         let waited = slow(&e2e).saturating_sub(slow(&p.ack));
-        if waited > 0 {
+        if waited > (e2e.len() / 100).max(1) {
             println!(
                 "    {waited} more records than acks took >= 450 ms: long polls answered by the 500 ms timer"
             );
