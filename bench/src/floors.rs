@@ -400,3 +400,52 @@ pub fn measure(
         idle_gap,
     })
 }
+
+/// Serves the loopback round-trip floor's other end: echoes every byte read back on `stream`
+/// until the peer closes it.
+pub fn tcp_echo(mut stream: std::net::TcpStream) -> std::io::Result<()> {
+    use std::io::Read;
+    stream.set_nodelay(true)?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        stream.write_all(&buf[..n])?;
+    }
+}
+
+/// Round trips of `size`-byte messages over `stream`, whose peer echoes them (see [`tcp_echo`]):
+/// back to back when `gap` is zero, else with `gap` of sleep before each (the CPUs go idle,
+/// as between the messages of a paced stream).
+pub fn tcp_round_trip(
+    stream: &mut std::net::TcpStream,
+    size: usize,
+    gap: Duration,
+    duration: Duration,
+) -> std::io::Result<Histogram<u64>> {
+    use std::io::Read;
+    stream.set_nodelay(true)?;
+    let out = vec![0x5Au8; size.max(1)];
+    let mut back = vec![0u8; size.max(1)];
+    let mut h = latency_histogram();
+    let end = Instant::now() + duration;
+    let mut i = 0u64;
+    loop {
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+        let t = Instant::now();
+        stream.write_all(&out)?;
+        stream.read_exact(&mut back)?;
+        let rtt = nanos_since(t);
+        i += 1;
+        if i > 20 {
+            record(&mut h, rtt);
+        }
+        if i > 50 && t >= end {
+            return Ok(h);
+        }
+    }
+}

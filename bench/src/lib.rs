@@ -1,8 +1,9 @@
 //! # bench: Kascade's load generators and benchmarks
 //!
 //! This crate owns the measuring side of Kascade: the benchmark binaries
-//! (`engine` for the K/V engine, and later ones for the Kafka and native
-//! paths) and the helpers they share. Its rule is that no figure is printed
+//! (`engine` for the K/V engine, `kafka` for the Kafka path driven by
+//! librdkafka against a real `kascade serve` process, and later the native
+//! path) and the helpers they share. Its rule is that no figure is printed
 //! alone: every binary first measures the machine's own limits in the same run
 //! (memory bandwidth, the data disk's `write` + `fdatasync`, the cost of handing
 //! work from one thread to another) with [`floors`], then prints each result

@@ -14,7 +14,8 @@ pub mod topics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::RequestHeader;
 use kascade_core::Engine;
 use kascade_wire::kafka::codec::{self, DecodeError};
 use kascade_wire::kafka::frame::split_frame;
@@ -144,6 +145,42 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<State>) {
     }
 }
 
+/// Requests at least this large are read into a buffer of their own.
+const OWN_BUFFER_BYTES: usize = 64 << 10;
+
+/// The length of the incomplete frame at the head of `inbuf`, when it is large
+/// enough to get a buffer of its own and within `limit` (`split_frame` refuses
+/// the others).
+fn large_frame_len(inbuf: &BytesMut, limit: usize) -> Option<usize> {
+    let head: [u8; 4] = inbuf.get(..4)?.try_into().ok()?;
+    let len = usize::try_from(i32::from_be_bytes(head)).ok()?;
+    (len >= OWN_BUFFER_BYTES && len <= limit && inbuf.len() < 4 + len).then_some(len)
+}
+
+/// Reads the rest of a `len`-byte frame whose start is in `inbuf` into a buffer
+/// holding that frame alone, and empties `inbuf`; `None` when the peer closed.
+///
+/// A frame sharing the connection's buffer can never be owned by one batch, so
+/// produce would have to copy each batch it stores; a large request's own
+/// buffer can become the stored batch as is.
+async fn read_own_buffer(
+    stream: &mut TcpStream,
+    inbuf: &mut BytesMut,
+    len: usize,
+) -> std::io::Result<Option<Bytes>> {
+    use bytes::BufMut;
+    let mut own = BytesMut::with_capacity(len);
+    own.extend_from_slice(inbuf.get(4..).unwrap_or_default());
+    inbuf.clear();
+    while own.len() < len {
+        let room = len - own.len();
+        if stream.read_buf(&mut (&mut own).limit(room)).await? == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(own.freeze()))
+}
+
 /// Serves one client connection until it closes or breaks the protocol.
 async fn serve_connection(
     mut stream: TcpStream,
@@ -156,6 +193,12 @@ async fn serve_connection(
     let supported = |key: ApiKey| api::served_range(key);
     loop {
         let frame = loop {
+            if let Some(len) = large_frame_len(&inbuf, state.max_frame_bytes) {
+                match read_own_buffer(&mut stream, &mut inbuf, len).await? {
+                    Some(frame) => break frame,
+                    None => return Ok(()),
+                }
+            }
             match split_frame(&mut inbuf, state.max_frame_bytes) {
                 Ok(Some(frame)) => break frame,
                 Ok(None) => {}
@@ -169,10 +212,16 @@ async fn serve_connection(
             }
         };
         match codec::decode_request(frame, &supported) {
-            Ok(request) => {
+            Ok(mut request) => {
                 let api_key = request.api_key;
                 let version = request.version;
                 let correlation_id = request.header.correlation_id;
+                // A produce request's client id is a slice of the frame: release
+                // it, so that a produced batch can own the frame's buffer (see
+                // produce.rs). Other APIs (JoinGroup) read the client id.
+                if api_key == ApiKey::Produce {
+                    request.header = RequestHeader::default();
+                }
                 let Some(mut response) = api::handle(&state, request, peer).await else {
                     continue; // acks=0 produce: Kafka sends no response.
                 };

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError;
 use kascade_core::{Ack, IdempotenceToken, Put};
 use kascade_wire::kafka::batch::{self, BatchError};
@@ -32,17 +32,28 @@ use crate::kafka::State;
 pub(super) fn handle(
     state: &State,
     version: i16,
-    request: ProduceRequest,
+    mut request: ProduceRequest,
 ) -> Option<ProduceResponse> {
-    let ack = if request.acks == 0 {
+    let acks = request.acks;
+    // acks=1 waits for durability too: a record is readable only once it is
+    // as durable as its topic promises, and Kafka's acks=1 on a single
+    // replica promises an acked batch is readable.
+    let ack = if acks == 0 {
         Ack::Applied
     } else {
         Ack::Durable
     };
-    let responses = request
-        .topic_data
+    let topic_data = std::mem::take(&mut request.topic_data);
+    // Whatever else the request holds (transactional id) are slices of the frame.
+    drop(request);
+    // A lone batch may keep the frame's buffer instead of a copy: nothing else
+    // of the frame is stored with it (see `append`).
+    let sole = topic_data.len() == 1 && topic_data.iter().all(|t| t.partition_data.len() == 1);
+    let responses = topic_data
         .into_iter()
-        .map(|t| {
+        .map(|mut t| {
+            // The name, too, is a slice of the frame: answer with a copy of it.
+            t.name = TopicName(str_bytes(&t.name));
             let topic = if t.name.0.is_empty() {
                 state.topics.by_id(t.topic_id)
             } else {
@@ -66,7 +77,7 @@ pub(super) fn handle(
                         return response.with_error_code(code.code());
                     };
                     let records = p.records.unwrap_or_default();
-                    match append(state, topic, p.index, records, ack) {
+                    match append(state, topic, p.index, records, ack, sole) {
                         Ok(done) => response
                             .with_base_offset(done.base_offset)
                             .with_log_append_time_ms(done.log_append_time_ms)
@@ -96,7 +107,7 @@ pub(super) fn handle(
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    if request.acks == 0 {
+    if acks == 0 {
         return None;
     }
     Some(ProduceResponse::default().with_responses(responses))
@@ -111,13 +122,15 @@ struct Appended {
 
 type Refusal = (ResponseError, Option<String>);
 
-/// Validates and appends one partition's record set.
+/// Validates and appends one partition's record set; `sole` when it is the
+/// request's only one.
 fn append(
     state: &State,
     topic: &Arc<Topic>,
     partition: i32,
     records: Bytes,
     ack: Ack,
+    sole: bool,
 ) -> Result<Appended, Refusal> {
     let key = topic
         .key(partition)
@@ -142,11 +155,20 @@ fn append(
     }
     let epoch = topic.leader_epoch();
     let log_append = topic.log_append_time;
+    // The seal patches the stored batch in place (`batch::seal` copies a value it
+    // does not own alone). The lone batch of a request read into its own buffer
+    // (kafka/mod.rs) owns it once `records` is dropped: stored without a copy, it
+    // keeps only the request's few header bytes beside it. Any other batch is
+    // copied here, so that it never pins a larger frame.
+    let own = sole && batches.len() == 1;
     let puts: Vec<Put> = batches
         .iter()
         .map(|b| {
-            // A private copy the seal can patch in place; the request's bytes are shared.
-            let value = Bytes::copy_from_slice(&records[b.start..b.start + b.len]);
+            let value = if own {
+                records.slice(b.start..b.start + b.len)
+            } else {
+                Bytes::copy_from_slice(&records[b.start..b.start + b.len])
+            };
             let mut put = Put::new(key.clone(), value)
                 .count(b.record_count)
                 .seal(Arc::new(move |v, seq, ts_us| {
@@ -163,8 +185,9 @@ fn append(
             put
         })
         .collect();
+    drop(records);
     let engine = &state.engine;
-    let written = blocking(|| {
+    let put = || {
         if puts.len() == 1 {
             puts.into_iter()
                 .next()
@@ -173,7 +196,16 @@ fn append(
         } else {
             engine.put_many(puts, ack)
         }
-    })
+    };
+    // Only a durable put on a persistent topic waits (for its fsync); any other
+    // put returns once applied, so it runs inline: `block_in_place` would hand
+    // this runtime worker's queue to another thread on every produce.
+    let volatile = topic.configs.get("kascade.storage").map(String::as_str) == Some("volatile");
+    let written = if ack == Ack::Durable && !volatile {
+        blocking(put)
+    } else {
+        put()
+    }
     .map_err(refusal)?;
     let first = written
         .first()
