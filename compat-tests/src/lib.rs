@@ -318,7 +318,11 @@ impl Client {
     pub fn kcat(broker: &Broker) -> Client {
         let path = which("kcat").unwrap_or_else(|| panic!("kcat is not installed: {INSTALL_HINT}"));
         let mut cmd = Command::new(path);
-        cmd.args(["-b", broker.bootstrap()]);
+        // `cargo test` puts the build's library dirs on LD_LIBRARY_PATH, among
+        // them the librdkafka that the rdkafka crate built (without zstd):
+        // kcat must use the system's.
+        cmd.env_remove("LD_LIBRARY_PATH")
+            .args(["-b", broker.bootstrap()]);
         Client {
             name: "kcat".into(),
             cmd,
@@ -334,7 +338,8 @@ impl Client {
         let path = crate_dir().join("python").join(script);
         assert!(path.is_file(), "no script {}", path.display());
         let mut cmd = Command::new(python);
-        cmd.arg("-u").arg(&path).arg(broker.bootstrap());
+        // confluent-kafka brings its own librdkafka; keep the build's off its path.
+        cmd.env_remove("LD_LIBRARY_PATH").arg("-u").arg(&path).arg(broker.bootstrap());
         Client {
             name: format!("python {script}"),
             cmd,

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::RequestHeader;
 use kascade_core::Engine;
-use kascade_wire::kafka::codec::{self, DecodeError};
+use kascade_wire::kafka::codec::{self, DecodeError, Request};
 use kascade_wire::kafka::frame::split_frame;
-use kascade_wire::kafka::ApiKey;
+use kascade_wire::kafka::{ApiKey, RequestKind, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -162,18 +162,23 @@ fn large_frame_len(inbuf: &BytesMut, limit: usize) -> Option<usize> {
 ///
 /// A frame sharing the connection's buffer can never be owned by one batch, so
 /// produce would have to copy each batch it stores; a large request's own
-/// buffer can become the stored batch as is.
-async fn read_own_buffer(
-    stream: &mut TcpStream,
+/// buffer can become the stored batch as is. The buffer grows as bytes arrive
+/// (at most doubling), so a peer that announces a large frame and sends
+/// nothing makes the broker reserve little.
+async fn read_own_buffer<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
     inbuf: &mut BytesMut,
     len: usize,
 ) -> std::io::Result<Option<Bytes>> {
     use bytes::BufMut;
-    let mut own = BytesMut::with_capacity(len);
+    let mut own = BytesMut::with_capacity(len.min(1 << 20));
     own.extend_from_slice(inbuf.get(4..).unwrap_or_default());
     inbuf.clear();
     while own.len() < len {
         let room = len - own.len();
+        if own.capacity() == own.len() {
+            own.reserve(room.min(own.len().max(1 << 20)));
+        }
         if stream.read_buf(&mut (&mut own).limit(room)).await? == 0 {
             return Ok(None);
         }
@@ -181,59 +186,102 @@ async fn read_own_buffer(
     Ok(Some(own.freeze()))
 }
 
+/// Requests of one connection read ahead of the response being written.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// A request on its way to the writer, which answers in request order.
+enum Queued {
+    /// A produce whose batches are already appended; its response waits only
+    /// for them to become readable (durable), so several pipelined produces
+    /// share one group-committed fsync.
+    Produce {
+        version: i16,
+        correlation_id: i32,
+        started: api::ProduceStarted,
+    },
+    /// Any other request, handled when the writer reaches it; `done` tells the
+    /// reader it was handled, so a later produce cannot overtake it.
+    Handle {
+        request: Box<Request>,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+    /// A response encoded already (the ApiVersions fallback).
+    Encoded(BytesMut),
+}
+
 /// Serves one client connection until it closes or breaks the protocol.
+///
+/// The reader decodes requests as they arrive and appends produced batches in
+/// request order; the writer answers in request order. A produce's response
+/// waits for its batches to be durable without holding up the reading and
+/// appending of the produces pipelined behind it (librdkafka keeps up to five
+/// in flight per connection), so their fsyncs are shared. Every other request
+/// is handled in turn, as Kafka does.
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     state: Arc<State>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let (mut reader, writer) = stream.into_split();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Queued>(MAX_IN_FLIGHT);
+    let write_task = tokio::spawn(write_loop(writer, rx, state.clone(), peer));
     let mut inbuf = BytesMut::with_capacity(64 << 10);
-    let mut outbuf = BytesMut::with_capacity(64 << 10);
     let supported = |key: ApiKey| api::served_range(key);
-    loop {
+    let mut last_handled: Option<tokio::sync::oneshot::Receiver<()>> = None;
+    let result = loop {
         let frame = loop {
             if let Some(len) = large_frame_len(&inbuf, state.max_frame_bytes) {
-                match read_own_buffer(&mut stream, &mut inbuf, len).await? {
-                    Some(frame) => break frame,
-                    None => return Ok(()),
+                match read_own_buffer(&mut reader, &mut inbuf, len).await {
+                    Ok(Some(frame)) => break Some(frame),
+                    Ok(None) => break None,
+                    Err(e) => return finish(tx, write_task, Err(e)).await,
                 }
             }
             match split_frame(&mut inbuf, state.max_frame_bytes) {
-                Ok(Some(frame)) => break frame,
+                Ok(Some(frame)) => break Some(frame),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(%peer, "closing connection: {e}");
-                    return Ok(());
+                    break None;
                 }
             }
-            if stream.read_buf(&mut inbuf).await? == 0 {
-                return Ok(());
+            match reader.read_buf(&mut inbuf).await {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(e) => return finish(tx, write_task, Err(e)).await,
             }
         };
-        match codec::decode_request(frame, &supported) {
-            Ok(mut request) => {
-                let api_key = request.api_key;
+        let Some(frame) = frame else {
+            break Ok(());
+        };
+        let queued = match codec::decode_request(frame, &supported) {
+            Ok(mut request) if request.api_key == ApiKey::Produce => {
+                // Everything before this produce is handled before it appends.
+                if let Some(done) = last_handled.take() {
+                    let _ = done.await;
+                }
                 let version = request.version;
                 let correlation_id = request.header.correlation_id;
-                // A produce request's client id is a slice of the frame: release
-                // it, so that a produced batch can own the frame's buffer (see
-                // produce.rs). Other APIs (JoinGroup) read the client id.
-                if api_key == ApiKey::Produce {
-                    request.header = RequestHeader::default();
-                }
-                let Some(mut response) = api::handle(&state, request, peer).await else {
-                    continue; // acks=0 produce: Kafka sends no response.
+                // The client id is a slice of the frame: release it, so that a
+                // produced batch can own the frame's buffer (see produce.rs).
+                request.header = RequestHeader::default();
+                let RequestKind::Produce(body) = request.body else {
+                    break Ok(());
                 };
-                if let Err(e) = codec::encode_response(
-                    &mut outbuf,
-                    api_key,
+                let started = api::start_produce(&state, version, body);
+                Queued::Produce {
                     version,
                     correlation_id,
-                    &mut response,
-                ) {
-                    tracing::error!(%peer, "closing connection: {e}");
-                    return Ok(());
+                    started,
+                }
+            }
+            Ok(request) => {
+                let (done, handled) = tokio::sync::oneshot::channel();
+                last_handled = Some(handled);
+                Queued::Handle {
+                    request: Box::new(request),
+                    done,
                 }
             }
             Err(DecodeError::UnsupportedVersion {
@@ -241,21 +289,99 @@ async fn serve_connection(
                 correlation_id,
                 ..
             }) => {
+                let mut out = BytesMut::new();
                 if let Err(e) =
-                    codec::encode_api_versions_fallback(&mut outbuf, correlation_id, api::SERVED)
+                    codec::encode_api_versions_fallback(&mut out, correlation_id, api::SERVED)
                 {
                     tracing::error!(%peer, "closing connection: {e}");
-                    return Ok(());
+                    break Ok(());
                 }
+                Queued::Encoded(out)
             }
             Err(e) => {
                 tracing::warn!(%peer, "closing connection: {e}");
-                return Ok(());
+                break Ok(());
             }
+        };
+        if tx.send(queued).await.is_err() {
+            break Ok(()); // The writer stopped: the peer is gone.
         }
-        if !outbuf.is_empty() {
-            stream.write_all(&outbuf).await?;
-            outbuf.clear();
+    };
+    finish(tx, write_task, result).await
+}
+
+/// Lets the writer answer what was queued, then ends the connection.
+async fn finish(
+    tx: tokio::sync::mpsc::Sender<Queued>,
+    write_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    result: std::io::Result<()>,
+) -> std::io::Result<()> {
+    drop(tx);
+    let written = write_task
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    result.and(written)
+}
+
+/// Answers queued requests in order.
+async fn write_loop(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: tokio::sync::mpsc::Receiver<Queued>,
+    state: Arc<State>,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(64 << 10);
+    while let Some(queued) = rx.recv().await {
+        let encoded = match queued {
+            Queued::Encoded(bytes) => {
+                out.extend_from_slice(&bytes);
+                Ok(())
+            }
+            Queued::Produce {
+                version,
+                correlation_id,
+                started,
+            } => match started.finish().await {
+                Some(response) => codec::encode_response(
+                    &mut out,
+                    ApiKey::Produce,
+                    version,
+                    correlation_id,
+                    &mut ResponseKind::Produce(response),
+                ),
+                None => Ok(()), // acks=0: Kafka sends no response.
+            },
+            Queued::Handle { request, done } => {
+                let api_key = request.api_key;
+                let version = request.version;
+                let correlation_id = request.header.correlation_id;
+                let response = api::handle(&state, *request, peer).await;
+                let _ = done.send(());
+                match response {
+                    Some(mut response) => codec::encode_response(
+                        &mut out,
+                        api_key,
+                        version,
+                        correlation_id,
+                        &mut response,
+                    ),
+                    None => {
+                        tracing::error!(%peer, ?api_key, "closing connection: no handler");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if let Err(e) = encoded {
+            tracing::error!(%peer, "closing connection: {e}");
+            return Ok(());
+        }
+        // Each response goes out at once: the next queued request may be a
+        // long poll, and holding a finished answer behind it would add latency.
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            out.clear();
         }
     }
+    Ok(())
 }

@@ -78,6 +78,19 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
+/// A produce whose batches are appended and whose answer waits for durability.
+pub use produce::Started as ProduceStarted;
+
+/// Appends a produce request's batches now, in the order the connection read
+/// them; await [`ProduceStarted::finish`] for the response.
+pub fn start_produce(
+    state: &State,
+    version: i16,
+    request: kafka_protocol::messages::ProduceRequest,
+) -> ProduceStarted {
+    produce::start(state, version, request)
+}
+
 /// The served version range of `key`, if it is served.
 pub fn served_range(key: ApiKey) -> Option<(i16, i16)> {
     SERVED
@@ -93,7 +106,9 @@ pub async fn handle(state: &State, request: Request, peer: SocketAddr) -> Option
     Some(match request.body {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(v, r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(state, v, r)),
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(state, v, r)?),
+        RequestKind::Produce(r) => {
+            ResponseKind::Produce(produce::start(state, v, r).finish().await?)
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(state, v, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(state, v, r)),
         RequestKind::CreateTopics(r) => {

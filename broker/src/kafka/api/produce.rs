@@ -3,17 +3,21 @@
 //! base offset (the key's seq), leader epoch and, for log-append-time
 //! topics, the append time.
 //!
-//! acks=0 gets no response at all and waits only until the batch is ordered
-//! and applied. acks=1 and acks=all (-1) both return once the batch is as
+//! Batches are appended at once, in request order, as the connection reads
+//! them; the response then waits for them to become readable. acks=0 gets no
+//! response at all. acks=1 and acks=all (-1) both answer once the batch is as
 //! durable as its topic's storage promises: a version becomes readable only
 //! then, and with a single replica Kafka's acks=1 promises that an acked
 //! batch is below the high watermark (readable, listed by ListOffsets,
-//! trimmable by DeleteRecords) as soon as the answer arrives.
+//! trimmable by DeleteRecords) as soon as the answer arrives. Because the
+//! wait happens after the append, the produces a client pipelines on one
+//! connection share one group-committed fsync.
 //!
 //! A refused batch leaves the log exactly as it was: validation happens
 //! before the put, and the engine writes a multi-batch put atomically.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
@@ -21,37 +25,83 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError;
-use kascade_core::{Ack, IdempotenceToken, Put};
+use kascade_core::{Ack, IdempotenceToken, Put, Waiter};
 use kascade_wire::kafka::batch::{self, BatchError};
 
-use super::{blocking, broker_id, str_bytes};
+use super::{broker_id, str_bytes};
 use crate::kafka::topics::Topic;
 use crate::kafka::State;
 
-/// Appends every partition's batches; `None` for acks=0.
-pub(super) fn handle(
-    state: &State,
+/// A produce whose batches are appended, waiting to answer until they are readable.
+pub struct Started {
+    response: Option<ProduceResponse>,
+    /// `(topic index, partition index, waiter)` for each appended partition.
+    waits: Vec<(usize, usize, Waiter)>,
+    timeout: Duration,
     version: i16,
-    mut request: ProduceRequest,
-) -> Option<ProduceResponse> {
+}
+
+impl Started {
+    /// Waits until every appended batch is readable (as durable as its topic
+    /// promises), then gives the response; `None` for acks=0. A batch that is
+    /// not readable within the request's timeout is answered REQUEST_TIMED_OUT.
+    pub async fn finish(self) -> Option<ProduceResponse> {
+        let Started {
+            mut response,
+            mut waits,
+            timeout,
+            version,
+        } = self;
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (_, _, waiter) in &mut waits {
+            if !waiter.is_ready() && tokio::time::timeout_at(deadline, waiter).await.is_err() {
+                break;
+            }
+        }
+        if let Some(response) = &mut response {
+            for (t, p, waiter) in &waits {
+                if waiter.is_ready() {
+                    continue;
+                }
+                if let Some(p) = response
+                    .responses
+                    .get_mut(*t)
+                    .and_then(|t| t.partition_responses.get_mut(*p))
+                {
+                    p.error_code = ResponseError::RequestTimedOut.code();
+                    p.base_offset = -1;
+                    if version >= 8 {
+                        p.error_message = Some(str_bytes(
+                            "the batch was appended but did not become durable in time",
+                        ));
+                    }
+                }
+            }
+        }
+        response
+    }
+}
+
+/// Validates and appends every partition's batches in request order, at once;
+/// the returned [`Started`] waits for them to be readable.
+///
+/// acks=1 waits like acks=all: a record is readable only once it is as durable
+/// as its topic promises, and Kafka's acks=1 on a single replica promises that
+/// an acked batch is readable.
+pub(super) fn start(state: &State, version: i16, mut request: ProduceRequest) -> Started {
     let acks = request.acks;
-    // acks=1 waits for durability too: a record is readable only once it is
-    // as durable as its topic promises, and Kafka's acks=1 on a single
-    // replica promises an acked batch is readable.
-    let ack = if acks == 0 {
-        Ack::Applied
-    } else {
-        Ack::Durable
-    };
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).max(1_000));
     let topic_data = std::mem::take(&mut request.topic_data);
     // Whatever else the request holds (transactional id) are slices of the frame.
     drop(request);
     // A lone batch may keep the frame's buffer instead of a copy: nothing else
     // of the frame is stored with it (see `append`).
     let sole = topic_data.len() == 1 && topic_data.iter().all(|t| t.partition_data.len() == 1);
+    let mut waits = Vec::new();
     let responses = topic_data
         .into_iter()
-        .map(|mut t| {
+        .enumerate()
+        .map(|(ti, mut t)| {
             // The name, too, is a slice of the frame: answer with a copy of it.
             t.name = TopicName(str_bytes(&t.name));
             let topic = if t.name.0.is_empty() {
@@ -62,7 +112,8 @@ pub(super) fn handle(
             let partition_responses = t
                 .partition_data
                 .into_iter()
-                .map(|p| {
+                .enumerate()
+                .map(|(pi, p)| {
                     let response = PartitionProduceResponse::default()
                         .with_index(p.index)
                         .with_base_offset(-1)
@@ -77,15 +128,22 @@ pub(super) fn handle(
                         return response.with_error_code(code.code());
                     };
                     let records = p.records.unwrap_or_default();
-                    match append(state, topic, p.index, records, ack, sole) {
-                        Ok(done) => response
-                            .with_base_offset(done.base_offset)
-                            .with_log_append_time_ms(done.log_append_time_ms)
-                            .with_log_start_offset(if version >= 5 {
-                                done.log_start_offset
-                            } else {
-                                -1
-                            }),
+                    match append(state, topic, p.index, records, sole) {
+                        Ok(done) => {
+                            if acks != 0 {
+                                if let Some(w) = done.waiter {
+                                    waits.push((ti, pi, w));
+                                }
+                            }
+                            response
+                                .with_base_offset(done.base_offset)
+                                .with_log_append_time_ms(done.log_append_time_ms)
+                                .with_log_start_offset(if version >= 5 {
+                                    done.log_start_offset
+                                } else {
+                                    -1
+                                })
+                        }
                         Err((code, message)) => {
                             let mut response = response.with_error_code(code.code());
                             if version >= 8 {
@@ -107,10 +165,13 @@ pub(super) fn handle(
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    if acks == 0 {
-        return None;
+    let response = (acks != 0).then(|| ProduceResponse::default().with_responses(responses));
+    Started {
+        response,
+        waits,
+        timeout,
+        version,
     }
-    Some(ProduceResponse::default().with_responses(responses))
 }
 
 /// Where an accepted append landed.
@@ -118,6 +179,8 @@ struct Appended {
     base_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
+    /// Fires once the first appended batch is readable (and so every one before it).
+    waiter: Option<Waiter>,
 }
 
 type Refusal = (ResponseError, Option<String>);
@@ -129,7 +192,6 @@ fn append(
     topic: &Arc<Topic>,
     partition: i32,
     records: Bytes,
-    ack: Ack,
     sole: bool,
 ) -> Result<Appended, Refusal> {
     let key = topic
@@ -187,24 +249,17 @@ fn append(
         .collect();
     drop(records);
     let engine = &state.engine;
-    let put = || {
-        if puts.len() == 1 {
-            puts.into_iter()
-                .next()
-                .map(|p| engine.put_with(p, ack).map(|r| vec![r]))
-                .unwrap_or_else(|| Ok(Vec::new()))
-        } else {
-            engine.put_many(puts, ack)
-        }
-    };
-    // Only a durable put on a persistent topic waits (for its fsync); any other
-    // put returns once applied, so it runs inline: `block_in_place` would hand
-    // this runtime worker's queue to another thread on every produce.
-    let volatile = topic.configs.get("kascade.storage").map(String::as_str) == Some("volatile");
-    let written = if ack == Ack::Durable && !volatile {
-        blocking(put)
+    // Applied, not Durable: the put returns once ordered and written, and the
+    // response waits for readability in `Started::finish`, so the produces a
+    // client pipelines share one fsync (an Applied put asks the engine's
+    // flusher for it at once).
+    let written = if puts.len() == 1 {
+        puts.into_iter()
+            .next()
+            .map(|p| engine.put_with(p, Ack::Applied).map(|r| vec![r]))
+            .unwrap_or_else(|| Ok(Vec::new()))
     } else {
-        put()
+        engine.put_many(puts, Ack::Applied)
     }
     .map_err(refusal)?;
     let first = written
@@ -219,6 +274,9 @@ fn append(
             -1
         },
         log_start_offset,
+        waiter: written
+            .last()
+            .and_then(|last| engine.wait_for_seq(&key, last.seq).ok()),
     })
 }
 
