@@ -339,7 +339,10 @@ impl Client {
         assert!(path.is_file(), "no script {}", path.display());
         let mut cmd = Command::new(python);
         // confluent-kafka brings its own librdkafka; keep the build's off its path.
-        cmd.env_remove("LD_LIBRARY_PATH").arg("-u").arg(&path).arg(broker.bootstrap());
+        cmd.env_remove("LD_LIBRARY_PATH")
+            .arg("-u")
+            .arg(&path)
+            .arg(broker.bootstrap());
         Client {
             name: format!("python {script}"),
             cmd,

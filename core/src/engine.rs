@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::key::{Key, Prefix};
-use crate::lambda::upcall::UpcallPool;
+use crate::lambda::upcall::{BindingSet, UpcallPool};
 use crate::lambda::{Binding, BindingSpec, Lambda, LambdaKind, LambdaStatsSnapshot};
 use crate::object::{Ack, Get, KeyInfo, ObjectVersion, Put, RangeLimit, WriteResult};
 use crate::pipeline::{check_name, PipelineSpec};
@@ -35,7 +35,7 @@ const PIPELINES: &str = "/kascade/pipelines";
 pub struct EngineConfig {
     /// Where persistent pools and the system pool live; `None` keeps everything in memory.
     pub data_dir: Option<PathBuf>,
-    /// Upcall worker threads.
+    /// Upcall worker threads (with `WaitPolicy::BusyPoll`, at most one fewer than the CPUs).
     pub upcall_workers: usize,
     /// How idle upcall workers wait.
     pub upcall_wait: WaitPolicy,
@@ -53,7 +53,8 @@ impl Default for EngineConfig {
 
 /// Delivers each visible version to its lambdas and waiters.
 pub(crate) struct Dispatch {
-    bindings: RwLock<Arc<Vec<Arc<Binding>>>>,
+    /// The bindings in force; replaced whole on bind/unbind, read on every dispatch.
+    bindings: RwLock<Arc<BindingSet>>,
     pub(crate) waiters: Waiters,
     upcalls: OnceLock<UpcallPool>,
     flusher: Mutex<Option<std::thread::Thread>>,
@@ -63,16 +64,35 @@ pub(crate) struct Dispatch {
 impl Dispatch {
     /// Hands a newly visible version to the upcall stage and wakes its waiters.
     pub(crate) fn dispatch(&self, object: &Arc<ObjectVersion>, config: &PoolConfig) {
-        let bindings = self.bindings.read().clone();
-        if !bindings.is_empty() {
-            if let Some(upcalls) = self.upcalls.get() {
-                let per_key = config.ordering == crate::pool::UpcallOrdering::PerKey;
-                for b in bindings.iter().filter(|b| object.key.is_under(&b.prefix)) {
-                    upcalls.submit(b.clone(), object.clone(), per_key);
+        self.upcall(object, config);
+        self.waiters.notify(object);
+    }
+
+    /// Hands `object` to the lambdas bound over its key, and to nothing else: what a
+    /// trigger into a storing pool does (it is no version, so no waiter wakes).
+    pub(crate) fn upcall(&self, object: &Arc<ObjectVersion>, config: &PoolConfig) {
+        // The snapshot is read under the lock rather than cloned: no reference count
+        // shared by every producer is touched per dispatch.
+        let set = self.bindings.read();
+        if set.bindings.is_empty() {
+            return;
+        }
+        if let Some(upcalls) = self.upcalls.get() {
+            let per_key = config.ordering == crate::pool::UpcallOrdering::PerKey;
+            for (i, b) in set.bindings.iter().enumerate() {
+                if object.key.is_under(&b.prefix) {
+                    upcalls.submit(&set, i, object, per_key);
                 }
             }
         }
-        self.waiters.notify(object);
+    }
+
+    /// Replaces the bindings snapshot with `bindings`.
+    fn replace_bindings(&self, set: &mut Arc<BindingSet>, bindings: Vec<Arc<Binding>>) {
+        *set = Arc::new(BindingSet {
+            generation: set.generation + 1,
+            bindings,
+        });
     }
 
     /// Asks the background flusher to fsync soon (after an `Ack::Applied` write).
@@ -136,6 +156,40 @@ fn pool_dir_name(prefix: &Prefix) -> String {
     out
 }
 
+/// How long `open` keeps trying a data dir lock that someone holds.
+const LOCK_RETRY: Duration = Duration::from_millis(500);
+
+/// Takes the data dir's `LOCK` file, so that two engines never share a data dir.
+///
+/// A lock can be held for a moment by no other kascade at all: while another
+/// thread of this process forks a child, the child holds a copy of every open
+/// file until it execs, the lock file of an engine just closed included. So a
+/// held lock is retried for up to [`LOCK_RETRY`] before it is reported.
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create data dir", dir, e))?;
+    let path = dir.join("LOCK");
+    let f = File::create(&path).map_err(|e| Error::io("create lock file", &path, e))?;
+    let deadline = Instant::now() + LOCK_RETRY;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::io(
+                    "lock data dir (is another kascade using it?)",
+                    dir,
+                    std::io::Error::from(std::io::ErrorKind::WouldBlock),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io("lock data dir", dir, e));
+            }
+        }
+    }
+}
+
 fn shard_of(key: &Key, shards: usize) -> usize {
     (crc32c::crc32c(key.as_str().as_bytes()) as usize) % shards
 }
@@ -166,23 +220,14 @@ impl Engine {
             .entry("forward".into())
             .or_insert_with(|| Arc::new(crate::lambda::forward_kind()));
         let lock = match &config.data_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("create data dir", dir, e))?;
-                let path = dir.join("LOCK");
-                let f = File::create(&path).map_err(|e| Error::io("create lock file", &path, e))?;
-                f.try_lock().map_err(|_| {
-                    Error::io(
-                        "lock data dir (is another kascade using it?)",
-                        dir,
-                        std::io::Error::from(std::io::ErrorKind::WouldBlock),
-                    )
-                })?;
-                Some(f)
-            }
+            Some(dir) => Some(lock_data_dir(dir)?),
             None => None,
         };
         let dispatch = Arc::new(Dispatch {
-            bindings: RwLock::new(Arc::new(Vec::new())),
+            bindings: RwLock::new(Arc::new(BindingSet {
+                generation: 0,
+                bindings: Vec::new(),
+            })),
             waiters: Waiters::default(),
             upcalls: OnceLock::new(),
             flusher: Mutex::new(None),
@@ -368,7 +413,7 @@ impl Engine {
         config.validate_change(&pool.config.read())?;
         self.store_json(Self::pool_key(&prefix)?, &config)?;
         for s in &pool.shards {
-            s.set_segment_bytes(config.segment_bytes);
+            s.set_config(&config);
         }
         *pool.config.write() = Arc::new(config);
         Ok(())
@@ -427,6 +472,16 @@ impl Engine {
             .ok_or_else(|| Error::NoPool(key.to_string()))
     }
 
+    /// The shard that holds `key` (placed by `affinity` when given), without taking a
+    /// reference to its pool: the write path's lookup.
+    fn shard_for(&self, key: &Key, affinity: Option<&Key>) -> Result<Arc<Shard>> {
+        let pools = self.0.pools.read();
+        let pool = longest_match(pools.iter().map(|p| (&p.prefix, p)), key.as_str())
+            .ok_or_else(|| Error::NoPool(key.to_string()))?;
+        let placement = affinity.unwrap_or(key);
+        Ok(pool.shards[shard_of(placement, pool.shards.len())].clone())
+    }
+
     fn shard(&self, key: &Key, affinity: Option<&Key>) -> Result<(Arc<PoolState>, Arc<Shard>)> {
         let pool = self.pool(key.as_str())?;
         let placement = affinity.unwrap_or(key);
@@ -443,10 +498,8 @@ impl Engine {
 
     /// Stores a new version, returning at the chosen acknowledgement point.
     pub fn put_with(&self, put: Put, ack: Ack) -> Result<WriteResult> {
-        let (pool, shard) = self.shard(&put.key, put.affinity.as_ref())?;
-        check_put(&pool, &put)?;
-        let mut results = Sequencer::write(&*shard, vec![(put, false)], ack)?;
-        results.pop().ok_or(Error::ShuttingDown)
+        let shard = self.shard_for(&put.key, put.affinity.as_ref())?;
+        Sequencer::write_one(&*shard, put, false, ack)
     }
 
     /// Stores several versions atomically: all keys must share one pool and one affinity key.
@@ -456,7 +509,6 @@ impl Engine {
         };
         let (pool, shard) = self.shard(&first.key, first.affinity.as_ref())?;
         for p in &puts {
-            check_put(&pool, p)?;
             let other = self.pool(p.key.as_str())?;
             if !Arc::ptr_eq(&other, &pool) || p.affinity != first.affinity {
                 return Err(Error::NotOneAffinitySet(format!(
@@ -477,38 +529,29 @@ impl Engine {
     /// Upcalls lambdas bound over `key` with `value` without storing anything.
     pub fn trigger(&self, key: &Key, value: impl Into<Bytes>) -> Result<WriteResult> {
         let value = value.into();
-        let (pool, shard) = self.shard(key, None)?;
-        let limit = pool.config.read().max_value_bytes;
-        if value.len() > limit {
-            return Err(Error::ValueTooLarge {
-                key: key.to_string(),
-                size: value.len(),
-                limit,
-            });
-        }
-        if pool.config.read().storage == Storage::Trigger {
+        let shard = self.shard_for(key, None)?;
+        if shard.storage() == Storage::Trigger {
             // In a trigger pool a trigger is ordered like a put: it advances the key's seq.
-            let mut r = Sequencer::write(
+            return Sequencer::write_one(
                 &*shard,
-                vec![(Put::new(key.clone(), value), false)],
+                Put::new(key.clone(), value),
+                false,
                 Ack::Applied,
-            )?;
-            return r.pop().ok_or(Error::ShuttingDown);
+            );
         }
         Sequencer::trigger(&*shard, key, value)
     }
 
     /// Removes an object: writes a tombstone version, keeping its history readable.
     pub fn remove(&self, key: &Key) -> Result<WriteResult> {
-        let (_, shard) = self.shard(key, None)?;
+        let shard = self.shard_for(key, None)?;
         let put = Put::new(key.clone(), Bytes::new());
-        let mut r = Sequencer::write(&*shard, vec![(put, true)], Ack::Durable)?;
-        r.pop().ok_or(Error::ShuttingDown)
+        Sequencer::write_one(&*shard, put, true, Ack::Durable)
     }
 
     /// Drops a key's history before `start_seq`; returns the new first seq.
     pub fn trim(&self, key: &Key, start_seq: u64) -> Result<u64> {
-        let (_, shard) = self.shard(key, None)?;
+        let shard = self.shard_for(key, None)?;
         Sequencer::trim(&*shard, key, start_seq)
     }
 
@@ -517,7 +560,7 @@ impl Engine {
     /// Reads a version of `key`; `None` when there is no such version (or the latest is a tombstone).
     pub fn get(&self, key: &Key, query: Get) -> Result<Option<Arc<ObjectVersion>>> {
         self.0.gets.increment(1);
-        Ok(self.shard(key, None)?.1.get(key, query))
+        Ok(self.shard_for(key, None)?.get(key, query))
     }
 
     /// Reads a version of an object placed by an affinity key.
@@ -528,7 +571,7 @@ impl Engine {
         query: Get,
     ) -> Result<Option<Arc<ObjectVersion>>> {
         self.0.gets.increment(1);
-        Ok(self.shard(key, Some(affinity))?.1.get(key, query))
+        Ok(self.shard_for(key, Some(affinity))?.get(key, query))
     }
 
     /// Reads the versions of `key` from `from_seq` on, within `limit`.
@@ -539,12 +582,12 @@ impl Engine {
         limit: RangeLimit,
     ) -> Result<Vec<Arc<ObjectVersion>>> {
         self.0.ranges.increment(1);
-        self.shard(key, None)?.1.range(key, from_seq, limit)
+        self.shard_for(key, None)?.range(key, from_seq, limit)
     }
 
     /// A key's first and next seq; zeros for a key never written.
     pub fn bounds(&self, key: &Key) -> Result<KeyInfo> {
-        Ok(self.shard(key, None)?.1.info(key).unwrap_or(KeyInfo {
+        Ok(self.shard_for(key, None)?.info(key).unwrap_or(KeyInfo {
             key: key.clone(),
             start_seq: 0,
             next_seq: 0,
@@ -577,25 +620,25 @@ impl Engine {
 
     /// The keys placed by `affinity` in the pool of `pool_key` (any key in that pool).
     pub fn affinity_set(&self, pool_key: &Key, affinity: &Key) -> Result<Vec<Key>> {
-        let (_, shard) = self.shard(pool_key, Some(affinity))?;
+        let shard = self.shard_for(pool_key, Some(affinity))?;
         Ok(shard.affinity_set(affinity))
     }
 
     /// The dedup state of a key's writers: `(writer, epoch, next sequence)`.
     pub fn writers_of(&self, key: &Key) -> Result<Vec<(u64, u32, i64)>> {
-        Ok(self.shard(key, None)?.1.writers_of(key))
+        Ok(self.shard_for(key, None)?.writers_of(key))
     }
 
     /// Why the shard holding `key` refuses writes, if it does (corruption, I/O failure).
     pub fn shard_failure(&self, key: &Key) -> Result<Option<String>> {
-        Ok(self.shard(key, None)?.1.failure())
+        Ok(self.shard_for(key, None)?.failure())
     }
 
     // ----- waiters -----
 
     /// A waiter that fires once `key` holds a visible version at or past `seq`.
     pub fn wait_for_seq(&self, key: &Key, seq: u64) -> Result<Waiter> {
-        let (_, shard) = self.shard(key, None)?;
+        let shard = self.shard_for(key, None)?;
         let w = self.0.dispatch.waiters.for_key(key, seq);
         if shard.info(key).is_some_and(|i| i.next_seq > seq) {
             self.0.dispatch.waiters.fire_now(&w);
@@ -656,14 +699,16 @@ impl Engine {
     }
 
     fn install(&self, binding: Binding) {
-        let mut bindings = self.0.dispatch.bindings.write();
-        let mut next: Vec<Arc<Binding>> = bindings
+        let dispatch = &self.0.dispatch;
+        let mut set = dispatch.bindings.write();
+        let mut next: Vec<Arc<Binding>> = set
+            .bindings
             .iter()
             .filter(|b| b.name != binding.name)
             .cloned()
             .collect();
         next.push(Arc::new(binding));
-        *bindings = Arc::new(next);
+        dispatch.replace_bindings(&mut set, next);
     }
 
     /// Removes a binding (stored or local); true when one existed.
@@ -677,14 +722,18 @@ impl Engine {
     }
 
     fn uninstall(&self, name: &str) -> bool {
-        let mut bindings = self.0.dispatch.bindings.write();
-        let next: Vec<Arc<Binding>> = bindings
+        let dispatch = &self.0.dispatch;
+        let mut set = dispatch.bindings.write();
+        let next: Vec<Arc<Binding>> = set
+            .bindings
             .iter()
             .filter(|b| b.name != name)
             .cloned()
             .collect();
-        let existed = next.len() != bindings.len();
-        *bindings = Arc::new(next);
+        let existed = next.len() != set.bindings.len();
+        if existed {
+            dispatch.replace_bindings(&mut set, next);
+        }
         existed
     }
 
@@ -701,9 +750,15 @@ impl Engine {
             .dispatch
             .bindings
             .read()
+            .bindings
             .iter()
             .map(|b| b.snapshot())
             .collect()
+    }
+
+    /// The upcall worker threads running (`BusyPoll` runs fewer than asked, see [`WaitPolicy`]).
+    pub fn upcall_workers(&self) -> usize {
+        self.0.dispatch.upcalls.get().map_or(0, |u| u.workers())
     }
 
     /// Upcalls queued and not yet started.
@@ -800,21 +855,6 @@ impl Drop for EngineInner {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn check_put(pool: &PoolState, put: &Put) -> Result<()> {
-    let limit = pool.config.read().max_value_bytes;
-    if put.value.len() > limit {
-        return Err(Error::ValueTooLarge {
-            key: put.key.to_string(),
-            size: put.value.len(),
-            limit,
-        });
-    }
-    if put.count == 0 {
-        return Err(Error::ZeroCount(put.key.to_string()));
-    }
-    Ok(())
 }
 
 /// The background thread: fsyncs `interval` pools and writes acknowledged before

@@ -16,6 +16,12 @@ use crate::object::{Ack, Put, WriteResult};
 pub trait Sequencer: Send + Sync {
     /// Orders puts (a tombstone flag each) as one atomic update and applies them.
     fn write(&self, puts: Vec<(Put, bool)>, ack: Ack) -> Result<Vec<WriteResult>>;
+    /// Orders and applies one put (a tombstone when `tombstone`): the common case, which
+    /// an implementation can serve without a batch's allocations.
+    fn write_one(&self, put: Put, tombstone: bool, ack: Ack) -> Result<WriteResult> {
+        let mut results = self.write(vec![(put, tombstone)], ack)?;
+        results.pop().ok_or(crate::error::Error::ShuttingDown)
+    }
     /// Orders an upcall-only update.
     fn trigger(&self, key: &Key, value: Bytes) -> Result<WriteResult>;
     /// Orders a trim of a key's history before `start_seq`.
@@ -25,6 +31,9 @@ pub trait Sequencer: Send + Sync {
 impl Sequencer for crate::shard::Shard {
     fn write(&self, puts: Vec<(Put, bool)>, ack: Ack) -> Result<Vec<WriteResult>> {
         crate::shard::Shard::write(self, puts, ack)
+    }
+    fn write_one(&self, put: Put, tombstone: bool, ack: Ack) -> Result<WriteResult> {
+        crate::shard::Shard::write_one(self, put, tombstone, ack)
     }
     fn trigger(&self, key: &Key, value: Bytes) -> Result<WriteResult> {
         crate::shard::Shard::trigger(self, key, value)

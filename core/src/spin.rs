@@ -4,6 +4,7 @@
 //! costs 30-45 µs while a spinning hand-off costs well under a microsecond.
 //! A waiter spins for a bounded time, then parks.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,10 @@ pub enum WaitPolicy {
         /// Microseconds to spin before parking.
         spin_us: u64,
     },
-    /// Never park: lowest latency, one core busy per waiting thread.
+    /// Never park: lowest latency, one core busy per waiting thread. An engine runs
+    /// at most one fewer busy-polling upcall workers than the machine has CPUs (at
+    /// least one), whatever `upcall_workers` asks for: a busy-polling worker per CPU
+    /// leaves the threads that put, and so feed it, no CPU to run on.
     BusyPoll,
 }
 
@@ -37,5 +41,18 @@ impl WaitPolicy {
             WaitPolicy::SpinThenPark { spin_us } => Some(Duration::from_micros(*spin_us)),
             WaitPolicy::BusyPoll => None,
         }
+    }
+}
+
+/// A value alone on its cache lines (two, against the adjacent-line prefetcher), so that
+/// threads writing neighbouring values do not steal each other's lines.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub struct Padded<T>(pub T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
 }

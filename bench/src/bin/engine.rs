@@ -16,7 +16,7 @@ use bench::{
     fmt_rate, fmt_size, fmt_us, latency_histogram, nanos_since, print_latency, record, spin_until,
     Budget, Latency,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use kascade_core::{
@@ -424,7 +424,8 @@ struct Probe {
     seen: AtomicU64,
 }
 
-/// Trigger -> upcall latency under a paced stream: from just before `put` to the lambda's start.
+/// Trigger -> upcall latency under a paced stream: from just before the `put` call (its
+/// value already built) to the lambda's start.
 fn run_upcall(
     policy: WaitPolicy,
     workers: usize,
@@ -460,6 +461,8 @@ fn run_upcall(
         .bind_local("probe", "/up", Arc::new(lambda))
         .expect("binding the probe");
     let key = Key::new("/up/stream").expect("valid key");
+    // A copy: the probe's own line is the lambda's to write.
+    let base = probe.base;
     let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let mut put_latency = latency_histogram();
     let mut sent = 0u64;
@@ -478,14 +481,17 @@ fn run_upcall(
             spin_until(next);
         }
         let measured = now >= warm_end;
-        let mut value = [0u8; 16];
-        let stamp = nanos_since(probe.base);
-        value[..8].copy_from_slice(&stamp.to_le_bytes());
+        // The client's work comes first: a fresh value and the Put around it. The clock
+        // starts just before the put() call, and its reading is written into the value
+        // in place (no second allocation), so the figure is the put call to lambda start.
+        let mut value = BytesMut::zeroed(16);
         value[8] = u8::from(measured);
+        let mut put = Put::new(key.clone(), Bytes::new());
         let t = Instant::now();
-        engine
-            .put(Put::new(key.clone(), Bytes::copy_from_slice(&value)))
-            .expect("put");
+        let stamp = t.saturating_duration_since(base).as_nanos() as u64;
+        value[..8].copy_from_slice(&stamp.to_le_bytes());
+        put.value = value.freeze();
+        engine.put(put).expect("put");
         if measured {
             record(&mut put_latency, nanos_since(t));
         }
@@ -524,7 +530,7 @@ fn run_upcalls(floors: &Floors, args: &Args, budget: &Budget, figures: &mut Figu
         "\n-- trigger -> upcall: paced {} puts/s (spin-paced) into a trigger pool, one key, {workers} upcall workers --",
         fmt_rate(args.upcall_rate as f64)
     );
-    println!("  latency = lambda start - just before put(); floor = the hand-off of the same wait policy");
+    println!("  latency = lambda start - the clock read just before the put() call (value and Put already built); floor = the hand-off of the same wait policy");
     let spin_name = format!("SpinThenPark {} µs (default)", default_spin_us());
     let sparse_name = format!("{spin_name}, sparse stream");
     for (wait, name, policy, rate, floor) in [

@@ -109,7 +109,11 @@ pub struct BindingSpec {
 }
 
 /// Counters of one binding, readable in-process (the `metrics` crate gets the same figures).
+///
+/// Aligned to its own cache lines: the upcall worker writes them after every call,
+/// while producers read the binding's prefix on every dispatch.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct LambdaStats {
     /// Upcalls made.
     pub calls: AtomicU64,

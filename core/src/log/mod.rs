@@ -6,19 +6,23 @@
 //! tail of the newest one, and stops at a corrupt record, which it reports
 //! instead of serving. Group commit needs no timer: whoever waits for
 //! durability first runs the fsync, and the next fsync starts as soon as the
-//! previous one ends, covering everything written meanwhile.
+//! previous one has published and woken its writers, covering everything
+//! written meanwhile (see [`SyncState::wait_durable`]).
 
 pub mod record;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::Thread;
 
 use bytes::{Bytes, BytesMut};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::spin::Padded;
 pub use record::{Frame, LogRecord, LoggedVersion};
 
 /// What recovery found in a shard's directory.
@@ -51,19 +55,27 @@ pub struct ShardLog {
 }
 
 /// Group-commit state shared by the writer and everyone waiting for durability.
+///
+/// Positions are bytes written to the log since it was opened. Each watermark only
+/// grows: `written` (handed to the OS) >= `synced` (on disk) >= `published` (on disk
+/// and made visible by the shard), so a waiter checks its position without a lock.
 pub struct SyncState {
+    /// Written by the log's owner after every append; read by every leader.
+    written: Padded<AtomicU64>,
+    synced: AtomicU64,
+    published: AtomicU64,
     inner: Mutex<SyncInner>,
-    done: Condvar,
 }
 
 struct SyncInner {
-    /// The active segment, cloned so an fsync needs no writer lock.
-    file: Option<File>,
+    /// The active segment, shared so an fsync needs neither the writer lock nor a `dup`.
+    file: Option<Arc<File>>,
     path: PathBuf,
-    written: u64,
-    synced: u64,
-    syncing: bool,
+    /// True while a leader runs fsyncs.
+    leading: bool,
     failed: Option<String>,
+    /// Who waits for which position, woken by the leader that publishes it.
+    waiters: Vec<(u64, Thread)>,
 }
 
 fn segment_name(base_version: u64) -> String {
@@ -193,17 +205,7 @@ impl ShardLog {
         let path = segments
             .last()
             .map_or_else(|| dir.join(segment_name(next_base)), |s| s.path.clone());
-        let sync = Arc::new(SyncState {
-            inner: Mutex::new(SyncInner {
-                file: active.try_clone().ok(),
-                path,
-                written: 0,
-                synced: 0,
-                syncing: false,
-                failed: None,
-            }),
-            done: Condvar::new(),
-        });
+        let sync = Arc::new(SyncState::new(active.try_clone().ok(), path));
         let log = ShardLog {
             dir: dir.to_path_buf(),
             segments,
@@ -252,7 +254,7 @@ impl ShardLog {
         if let Some(seg) = self.segments.last_mut() {
             seg.max_version = seg.max_version.max(max_version);
         }
-        self.sync.inner.lock().written = self.position;
+        self.sync.written.store(self.position, Ordering::Release);
         Ok(self.position)
     }
 
@@ -281,10 +283,10 @@ impl ShardLog {
             max_version: next_version - 1,
         });
         let mut s = self.sync.inner.lock();
-        s.file = Some(clone);
+        s.file = Some(Arc::new(clone));
         s.path = path;
-        // Everything written before the roll is now on disk.
-        s.synced = s.synced.max(self.position);
+        // Everything written before the roll is now on disk (published by the next leader).
+        self.sync.synced.fetch_max(self.position, Ordering::AcqRel);
         Ok(())
     }
 
@@ -336,68 +338,146 @@ fn create_segment(dir: &Path, path: &Path) -> Result<File> {
 }
 
 impl SyncState {
-    /// Blocks until everything up to `position` is fsynced, running the fsync itself
-    /// when nobody else is (group commit: no timers, the next fsync starts as soon as
-    /// the previous one ends).
-    pub fn wait_durable(&self, position: u64) -> Result<()> {
-        let mut s = self.inner.lock();
-        loop {
-            if let Some(why) = &s.failed {
-                return Err(Error::ShardFailed(
-                    s.path.display().to_string(),
-                    why.clone(),
-                ));
-            }
-            if s.synced >= position {
-                return Ok(());
-            }
-            if s.syncing {
-                self.done.wait(&mut s);
-                continue;
-            }
-            self.sync_locked(&mut s);
+    fn new(file: Option<File>, path: PathBuf) -> SyncState {
+        SyncState {
+            written: Padded(AtomicU64::new(0)),
+            synced: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            inner: Mutex::new(SyncInner {
+                file: file.map(Arc::new),
+                path,
+                leading: false,
+                failed: None,
+                waiters: Vec::new(),
+            }),
         }
     }
 
-    /// Runs one fsync if anything is unsynced and nobody else is syncing; used by
-    /// the background flusher of `interval` pools and after `Ack::Applied` writes.
-    pub fn sync_now(&self) {
-        let mut s = self.inner.lock();
-        if !s.syncing && s.synced < s.written && s.failed.is_none() {
-            self.sync_locked(&mut s);
+    /// Blocks until everything up to `position` is fsynced and `publish` has run for it.
+    ///
+    /// Group commit, leader-based and without timers: whoever finds no fsync running
+    /// leads; everyone else registers and parks. The leader fsyncs everything written
+    /// so far, calls `publish` once with the synced position for everyone the fsync
+    /// covered (the shard makes their versions visible and upcalls them), wakes exactly
+    /// those writers, and then wakes one writer still waiting to lead the next fsync at
+    /// once. The next leader is woken last on purpose: on a machine with few CPUs the
+    /// writers just woken are already runnable, and each that appends before the next
+    /// fsync starts rides on it instead of waiting for a fsync of its own, so batches
+    /// hold nearly every writer rather than alternating halves. Waiters check their
+    /// position against an atomic watermark, never a shared lock, and nobody is woken
+    /// who cannot proceed (no condition-variable chain).
+    pub fn wait_durable(&self, position: u64, publish: &dyn Fn(u64)) -> Result<()> {
+        let me = std::thread::current();
+        loop {
+            if self.published.load(Ordering::Acquire) >= position {
+                return Ok(());
+            }
+            let mut s = self.inner.lock();
+            if let Some(why) = &s.failed {
+                let err = Error::ShardFailed(s.path.display().to_string(), why.clone());
+                // Whoever still waits would wait for a leader that never comes.
+                let waiters = std::mem::take(&mut s.waiters);
+                drop(s);
+                for (_, t) in waiters {
+                    t.unpark();
+                }
+                return Err(err);
+            }
+            if self.published.load(Ordering::Acquire) >= position {
+                return Ok(());
+            }
+            if !s.leading {
+                s.leading = true;
+                return self.lead(s, publish);
+            }
+            // Follow: the leader wakes us once our position is published, or to lead.
+            s.waiters.retain(|(_, t)| t.id() != me.id());
+            s.waiters.push((position, me.clone()));
+            drop(s);
+            std::thread::park();
         }
+    }
+
+    /// Runs one fsync and publish if anything is unpublished and nobody leads; used by
+    /// the background flusher of `interval` pools and after `Ack::Applied` writes.
+    pub fn sync_now(&self, publish: &dyn Fn(u64)) {
+        let s = self.inner.lock();
+        let dirty = self.published.load(Ordering::Acquire) < self.written.load(Ordering::Acquire);
+        if !s.leading && dirty && s.failed.is_none() {
+            let mut s = s;
+            s.leading = true;
+            let _ = self.lead(s, publish);
+        }
+    }
+
+    /// One round of group commit, run by the leader (entered with `leading` set).
+    fn lead<'a>(&'a self, mut s: MutexGuard<'a, SyncInner>, publish: &dyn Fn(u64)) -> Result<()> {
+        let target = self.written.load(Ordering::Acquire);
+        if self.synced.load(Ordering::Acquire) < target {
+            let Some(file) = s.file.clone() else {
+                return self.fail(s, "the log has no open segment to fsync".into());
+            };
+            let result = MutexGuard::unlocked(&mut s, || file.sync_data());
+            if let Err(e) = result {
+                // After a failed fsync the page cache state is unknown: stop acknowledging.
+                tracing::error!(path = %s.path.display(), "fsync failed: {e}");
+                return self.fail(s, format!("fsync failed: {e}"));
+            }
+            self.synced.fetch_max(target, Ordering::AcqRel);
+        }
+        drop(s);
+        // Publish once for everyone the fsync covered, then wake exactly them.
+        let synced = self.synced.load(Ordering::Acquire);
+        publish(synced);
+        self.published.fetch_max(synced, Ordering::AcqRel);
+        let published = self.published.load(Ordering::Acquire);
+        let mut covered = Vec::new();
+        self.inner.lock().waiters.retain(|(p, t)| {
+            let done = *p <= published;
+            if done {
+                covered.push(t.clone());
+            }
+            !done
+        });
+        for t in covered {
+            t.unpark();
+        }
+        // Only then hand the lead on: writers that append while the covered ones are
+        // woken queue behind this leader, and the next leader, woken last, starts its
+        // fsync after the woken writers, already runnable, had their turn to append.
+        let next = {
+            let mut s = self.inner.lock();
+            s.leading = false;
+            s.waiters.first().map(|(_, t)| t.clone())
+        };
+        if let Some(t) = next {
+            t.unpark();
+        }
+        Ok(())
+    }
+
+    /// Records a failure, stops leading, and wakes every waiter to see it.
+    fn fail(&self, mut s: MutexGuard<'_, SyncInner>, why: String) -> Result<()> {
+        s.failed = Some(why.clone());
+        s.leading = false;
+        let waiters = std::mem::take(&mut s.waiters);
+        let path = s.path.display().to_string();
+        drop(s);
+        for (_, t) in waiters {
+            t.unpark();
+        }
+        Err(Error::ShardFailed(path, why))
     }
 
     /// The log position known to be on disk.
     pub fn synced(&self) -> u64 {
-        self.inner.lock().synced
+        self.synced.load(Ordering::Acquire)
     }
 
-    /// True when written data waits for an fsync.
+    /// True when written data waits for an fsync (or, after a segment roll synced it,
+    /// for its publishing).
     pub fn is_dirty(&self) -> bool {
-        let s = self.inner.lock();
-        s.synced < s.written
-    }
-
-    fn sync_locked(&self, s: &mut parking_lot::MutexGuard<'_, SyncInner>) {
-        let target = s.written;
-        let Some(file) = s.file.as_ref().and_then(|f| f.try_clone().ok()) else {
-            s.failed = Some("the segment file could not be cloned for fsync".into());
-            self.done.notify_all();
-            return;
-        };
-        s.syncing = true;
-        let result = parking_lot::MutexGuard::unlocked(s, || file.sync_data());
-        s.syncing = false;
-        match result {
-            Ok(()) => s.synced = s.synced.max(target),
-            Err(e) => {
-                // After a failed fsync the page cache state is unknown: stop acknowledging.
-                tracing::error!(path = %s.path.display(), "fsync failed: {e}");
-                s.failed = Some(format!("fsync failed: {e}"));
-            }
-        }
-        self.done.notify_all();
+        self.published.load(Ordering::Acquire) < self.written.load(Ordering::Acquire)
     }
 }
 
@@ -409,7 +489,7 @@ mod tests {
 
     fn put(version: u64, value: &[u8]) -> LogRecord {
         LogRecord::Put(vec![LoggedVersion {
-            object: ObjectVersion {
+            object: Arc::new(ObjectVersion {
                 key: Key::new("/k").unwrap(),
                 version,
                 seq: version - 1,
@@ -419,7 +499,7 @@ mod tests {
                 affinity: None,
                 tombstone: false,
                 value: Bytes::copy_from_slice(value),
-            },
+            }),
             token: None,
         }])
     }
@@ -431,7 +511,7 @@ mod tests {
         assert!(rec.records.is_empty());
         for v in 1..=100 {
             let pos = log.append(&put(v, &[v as u8; 100])).unwrap();
-            log.sync_state().wait_durable(pos).unwrap();
+            log.sync_state().wait_durable(pos, &|_| {}).unwrap();
         }
         assert!(log.segment_count() > 1);
         drop(log);
@@ -439,6 +519,46 @@ mod tests {
         assert!(rec.corruption.is_none());
         assert_eq!(rec.records.len(), 100);
         assert_eq!(rec.records[99].0, put(100, &[100; 100]));
+    }
+
+    #[test]
+    fn concurrent_waiters_share_fsyncs_and_return_only_once_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = ShardLog::open(dir.path(), 1 << 20).unwrap();
+        let sync = log.sync_state();
+        let log = parking_lot::Mutex::new((log, 0u64));
+        let published = AtomicU64::new(0);
+        let publishes = AtomicU64::new(0);
+        let (threads, puts) = (8u64, 50u64);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let (log, sync, published, publishes) = (&log, &sync, &published, &publishes);
+                scope.spawn(move || {
+                    for i in 0..puts {
+                        let pos = {
+                            let mut l = log.lock();
+                            l.1 += 1;
+                            let v = l.1;
+                            l.0.append(&put(v, &[t as u8, i as u8])).unwrap()
+                        };
+                        sync.wait_durable(pos, &|synced| {
+                            publishes.fetch_add(1, Ordering::SeqCst);
+                            published.fetch_max(synced, Ordering::SeqCst);
+                        })
+                        .unwrap();
+                        assert!(
+                            published.load(Ordering::SeqCst) >= pos,
+                            "returned before its position was published"
+                        );
+                        assert!(sync.synced() >= pos);
+                    }
+                });
+            }
+        });
+        assert!(!sync.is_dirty());
+        assert!(publishes.load(Ordering::SeqCst) <= threads * puts);
+        let (_, rec) = ShardLog::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(rec.records.len() as u64, threads * puts);
     }
 
     #[test]

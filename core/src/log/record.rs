@@ -4,6 +4,8 @@
 //! `put_many`, or a trim. Decoding never panics on bad input: every length is
 //! checked against what is left.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::key::Key;
@@ -18,8 +20,8 @@ const KIND_TRIM: u8 = 2;
 /// One stored version together with the idempotence token that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoggedVersion {
-    /// The version as applied.
-    pub object: ObjectVersion,
+    /// The version as applied (shared with the store: logging a version copies nothing).
+    pub object: Arc<ObjectVersion>,
     /// The token the put carried, replayed into the dedup table on recovery.
     pub token: Option<IdempotenceToken>,
 }
@@ -165,7 +167,7 @@ fn decode_version(buf: &mut Bytes) -> Result<LoggedVersion, &'static str> {
     }
     let value = buf.split_to(len);
     Ok(LoggedVersion {
-        object: ObjectVersion {
+        object: Arc::new(ObjectVersion {
             key,
             version,
             seq,
@@ -175,7 +177,7 @@ fn decode_version(buf: &mut Bytes) -> Result<LoggedVersion, &'static str> {
             affinity,
             tombstone: flags & 1 != 0,
             value,
-        },
+        }),
         token,
     })
 }
@@ -244,7 +246,7 @@ mod tests {
 
     fn version(key: &str, v: u64, value: &[u8], token: bool) -> LoggedVersion {
         LoggedVersion {
-            object: ObjectVersion {
+            object: Arc::new(ObjectVersion {
                 key: Key::new(key).unwrap(),
                 version: v,
                 seq: v * 2,
@@ -254,7 +256,7 @@ mod tests {
                 affinity: token.then(|| Key::new("/aff").unwrap()),
                 tombstone: value.is_empty(),
                 value: Bytes::copy_from_slice(value),
-            },
+            }),
             token: token.then_some(IdempotenceToken {
                 writer: 7,
                 epoch: 1,

@@ -41,6 +41,9 @@ pub(crate) struct PoolState {
 }
 
 struct Writer {
+    /// This shard's own copy of the pool config: read on every write, under the
+    /// writer lock, with no line shared with the pool's other shards.
+    config: Arc<PoolConfig>,
     next_version: u64,
     last_timestamp_us: u64,
     log: Option<ShardLog>,
@@ -78,12 +81,69 @@ pub(crate) fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// One update to be ordered.
+/// One update being ordered: the put, then what the sequencer made of it.
 struct Planned {
     put: Put,
     tombstone: bool,
-    object: Option<Arc<ObjectVersion>>,
-    duplicate: Option<WriteResult>,
+    /// The key's history, when it has one (looked up once per put).
+    history: Option<Arc<RwLock<History>>>,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    /// Not planned yet (or the batch failed first).
+    Unplanned,
+    /// A new version.
+    Fresh(Arc<ObjectVersion>),
+    /// A retry of a write already made: its original result, nothing written.
+    Duplicate(WriteResult),
+}
+
+impl Planned {
+    fn new(put: Put, tombstone: bool) -> Planned {
+        Planned {
+            put,
+            tombstone,
+            history: None,
+            outcome: Outcome::Unplanned,
+        }
+    }
+
+    fn result(&self) -> Option<WriteResult> {
+        match &self.outcome {
+            Outcome::Fresh(object) => Some(result_of(object)),
+            Outcome::Duplicate(result) => Some(*result),
+            Outcome::Unplanned => None,
+        }
+    }
+}
+
+/// Refuses a put its pool does not accept: too large a value, or a count of zero.
+fn check_put(config: &PoolConfig, put: &Put) -> Result<()> {
+    check_value(config, &put.key, &put.value)?;
+    if put.count == 0 {
+        return Err(Error::ZeroCount(put.key.to_string()));
+    }
+    Ok(())
+}
+
+fn check_value(config: &PoolConfig, key: &Key, value: &Bytes) -> Result<()> {
+    if value.len() > config.max_value_bytes {
+        return Err(Error::ValueTooLarge {
+            key: key.to_string(),
+            size: value.len(),
+            limit: config.max_value_bytes,
+        });
+    }
+    Ok(())
+}
+
+fn result_of(object: &ObjectVersion) -> WriteResult {
+    WriteResult {
+        version: object.version,
+        seq: object.seq,
+        timestamp_us: object.timestamp_us,
+    }
 }
 
 impl Shard {
@@ -104,6 +164,7 @@ impl Shard {
             index: DashMap::new(),
             affinity: DashMap::new(),
             writer: Mutex::new(Writer {
+                config: Arc::new((*config).clone()),
                 next_version: 1,
                 last_timestamp_us: 0,
                 log: None,
@@ -150,7 +211,6 @@ impl Shard {
         match record {
             LogRecord::Put(versions) => {
                 for LoggedVersion { object, token } in versions {
-                    let object = Arc::new(object);
                     w.next_version = w.next_version.max(object.version + 1);
                     w.last_timestamp_us = w.last_timestamp_us.max(object.timestamp_us);
                     if let Some(token) = &token {
@@ -207,85 +267,101 @@ impl Shard {
         self.visible.load(Ordering::Acquire)
     }
 
-    fn waits_for_fsync(&self) -> bool {
-        self.storage == Storage::Persistent
-            && matches!(self.config.read().fsync, FsyncPolicy::Always)
+    /// Orders and applies puts (an atomic `put_many`), returning where each landed.
+    pub(crate) fn write(&self, puts: Vec<(Put, bool)>, ack: Ack) -> Result<Vec<WriteResult>> {
+        let mut plan: Vec<Planned> = puts
+            .into_iter()
+            .map(|(put, tombstone)| Planned::new(put, tombstone))
+            .collect();
+        self.sequence(&mut plan, ack)?;
+        Ok(plan.iter().filter_map(Planned::result).collect())
     }
 
-    /// Orders and applies puts (one, or an atomic `put_many`), returning where each landed.
-    pub(crate) fn write(&self, puts: Vec<(Put, bool)>, ack: Ack) -> Result<Vec<WriteResult>> {
-        let config = self.config.read().clone();
+    /// Orders and applies one put: [`Shard::write`] without a batch's allocations.
+    pub(crate) fn write_one(&self, put: Put, tombstone: bool, ack: Ack) -> Result<WriteResult> {
+        let mut plan = [Planned::new(put, tombstone)];
+        self.sequence(&mut plan, ack)?;
+        plan[0].result().ok_or(Error::ShuttingDown)
+    }
+
+    /// The sequencer: orders `plan` as one atomic update, logs it, applies it, and
+    /// returns once it is as durable as `ack` asks.
+    fn sequence(&self, plan: &mut [Planned], ack: Ack) -> Result<()> {
         let now = now_us();
         let mut w = self.writer.lock();
         if let Some(why) = &w.failed {
             return Err(Error::ShardFailed(self.name.clone(), why.clone()));
         }
-        // Phase 1: check tokens and plan versions without changing anything.
-        let mut plan = Vec::with_capacity(puts.len());
-        for (put, tombstone) in puts {
-            let duplicate = match &put.token {
-                Some(token) => match w.dedup.check(&put.key, token)? {
-                    Check::Duplicate(result) => Some(result),
-                    Check::Fresh => None,
-                },
-                None => None,
-            };
-            plan.push(Planned {
-                put,
-                tombstone,
-                object: None,
-                duplicate,
-            });
+        let config = w.config.clone();
+        for p in plan.iter() {
+            check_put(&config, &p.put)?;
         }
+        // Phase 1: check tokens and plan versions, in order and without changing
+        // anything: each put sees the batch's earlier puts (their seqs, their tokens).
         let timestamp_us = now.max(w.last_timestamp_us);
         let mut version = w.next_version;
-        let mut staged: Vec<(Key, u64, u64)> = Vec::new(); // key, next seq, latest version within this batch
-        for p in plan.iter_mut().filter(|p| p.duplicate.is_none()) {
-            let (seq, prev_version) = match staged.iter().find(|(k, _, _)| *k == p.put.key) {
-                Some((_, seq, prev)) => (*seq, *prev),
-                None => match self.index.get(&p.put.key) {
-                    Some(h) => {
+        {
+            let mut tokens = w.dedup.batch();
+            for i in 0..plan.len() {
+                let (earlier, rest) = plan.split_at_mut(i);
+                let p = &mut rest[0];
+                if let Some(token) = &p.put.token {
+                    if let Check::Duplicate(result) = tokens.check(&p.put.key, token)? {
+                        p.outcome = Outcome::Duplicate(result);
+                        continue;
+                    }
+                }
+                p.history = self.index.get(&p.put.key).map(|h| h.clone());
+                let in_batch = earlier.iter().rev().find_map(|q| match &q.outcome {
+                    Outcome::Fresh(o) if o.key == p.put.key => Some((o.next_seq(), o.version)),
+                    _ => None,
+                });
+                let (seq, prev_version) = match (in_batch, &p.history) {
+                    (Some(found), _) => found,
+                    (None, Some(h)) => {
                         let h = h.read();
                         (h.next_seq, h.latest_version)
                     }
-                    None => (0, 0),
-                },
-            };
-            let object = Arc::new(ObjectVersion {
-                key: p.put.key.clone(),
-                version,
-                seq,
-                count: p.put.count,
-                timestamp_us,
-                prev_version,
-                affinity: p.put.affinity.clone(),
-                tombstone: p.tombstone,
-                value: match &p.put.seal {
-                    Some(seal) => seal(std::mem::take(&mut p.put.value), seq, timestamp_us),
-                    None => p.put.value.clone(),
-                },
-            });
-            staged.retain(|(k, _, _)| *k != p.put.key);
-            staged.push((p.put.key.clone(), object.next_seq(), version));
-            p.object = Some(object);
-            version += 1;
+                    (None, None) => (0, 0),
+                };
+                let value = std::mem::take(&mut p.put.value);
+                let object = Arc::new(ObjectVersion {
+                    key: p.put.key.clone(),
+                    version,
+                    seq,
+                    count: p.put.count,
+                    timestamp_us,
+                    prev_version,
+                    affinity: p.put.affinity.take(),
+                    tombstone: p.tombstone,
+                    value: match &p.put.seal {
+                        Some(seal) => seal(value, seq, timestamp_us),
+                        None => value,
+                    },
+                });
+                if let Some(token) = &p.put.token {
+                    tokens.record(&object.key, token, object.count, result_of(&object));
+                }
+                p.outcome = Outcome::Fresh(object);
+                version += 1;
+            }
         }
-        let fresh: Vec<&Planned> = plan.iter().filter(|p| p.object.is_some()).collect();
         // Phase 2: the log, before memory, so a failed write changes nothing.
         let mut position = 0;
-        if !fresh.is_empty() {
-            if let Some(log) = w.log.as_mut() {
-                let record = LogRecord::Put(
-                    fresh
-                        .iter()
-                        .map(|p| LoggedVersion {
-                            object: (**p.object.as_ref().expect("fresh")).clone(),
-                            token: p.put.token,
-                        })
-                        .collect(),
-                );
+        if let Some(log) = w.log.as_mut() {
+            let versions: Vec<LoggedVersion> = plan
+                .iter()
+                .filter_map(|p| match &p.outcome {
+                    Outcome::Fresh(object) => Some(LoggedVersion {
+                        object: object.clone(),
+                        token: p.put.token,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            if !versions.is_empty() {
                 let segments = log.segment_count();
-                match log.append(&record) {
+                match log.append(&LogRecord::Put(versions)) {
                     Ok(pos) => position = pos,
                     Err(e) => {
                         w.failed = Some(e.to_string());
@@ -299,17 +375,22 @@ impl Shard {
             }
         }
         // Phase 3: apply.
-        let visible_now = !self.waits_for_fsync();
+        let visible_now =
+            !(self.storage == Storage::Persistent && matches!(config.fsync, FsyncPolicy::Always));
         let store = self.storage != Storage::Trigger;
-        let mut results = Vec::with_capacity(plan.len());
-        for p in &plan {
-            if let Some(result) = p.duplicate {
-                self.metrics.duplicates.increment(1);
-                results.push(result);
-                continue;
-            }
-            let object = p.object.clone().expect("fresh");
-            let history = self.history(&object.key);
+        for p in plan.iter_mut() {
+            let object = match &p.outcome {
+                Outcome::Fresh(object) => object,
+                Outcome::Duplicate(_) => {
+                    self.metrics.duplicates.increment(1);
+                    continue;
+                }
+                Outcome::Unplanned => continue,
+            };
+            let history = match p.history.take() {
+                Some(h) => h,
+                None => self.history(&object.key),
+            };
             {
                 let mut h = history.write();
                 h.next_seq = object.next_seq();
@@ -331,22 +412,17 @@ impl Shard {
                     .or_default()
                     .insert(object.key.clone());
             }
-            let result = WriteResult {
-                version: object.version,
-                seq: object.seq,
-                timestamp_us,
-            };
             if let Some(token) = &p.put.token {
-                w.dedup.record(&object.key, token, object.count, result);
+                w.dedup
+                    .record(&object.key, token, object.count, result_of(object));
             }
             self.metrics.puts.increment(1);
             self.metrics.put_bytes.increment(object.value.len() as u64);
-            results.push(result);
             if visible_now {
                 self.visible.store(object.version, Ordering::Release);
-                self.dispatch.dispatch(&object, &config);
+                self.dispatch.dispatch(object, &config);
             } else {
-                self.pending.lock().push_back((position, object));
+                self.pending.lock().push_back((position, object.clone()));
             }
         }
         w.next_version = version;
@@ -358,27 +434,30 @@ impl Shard {
                 Ack::Applied => self.dispatch.request_flush(self),
             }
         }
-        Ok(results)
+        Ok(())
     }
 
-    /// Blocks until `position` is on disk (sharing the fsync with concurrent writers), then publishes.
+    /// Blocks until `position` is on disk and published (sharing the fsync, and the
+    /// publishing, with concurrent writers: the group commit's leader does both once).
     pub(crate) fn wait_durable(&self, position: u64) -> Result<()> {
         if let Some(sync) = &self.sync {
             let start = std::time::Instant::now();
-            sync.wait_durable(position)?;
+            sync.wait_durable(position, &|synced| self.publish_durable(synced))?;
             self.metrics
                 .fsync_wait
                 .record(start.elapsed().as_secs_f64());
-            self.publish_durable(sync);
         }
         Ok(())
     }
 
-    /// Makes every fsynced pending version visible and upcalls it, in version order.
-    fn publish_durable(&self, sync: &SyncState) {
-        let synced = sync.synced();
-        let config = self.config.read().clone();
+    /// Makes every pending version up to log position `synced` visible and upcalls it,
+    /// in version order (run by the group commit's leader after each fsync).
+    fn publish_durable(&self, synced: u64) {
         let mut pending = self.pending.lock();
+        if pending.front().is_none_or(|(pos, _)| *pos > synced) {
+            return;
+        }
+        let config = self.config.read().clone();
         while pending.front().is_some_and(|(pos, _)| *pos <= synced) {
             let Some((_, object)) = pending.pop_front() else {
                 break;
@@ -391,17 +470,16 @@ impl Shard {
     /// Runs an fsync if data waits for one, then publishes: the background flusher's step.
     pub(crate) fn flush(&self) {
         if let Some(sync) = &self.sync {
-            sync.sync_now();
-            if self.waits_for_fsync() {
-                self.publish_durable(sync);
-            }
+            sync.sync_now(&|synced| self.publish_durable(synced));
         }
     }
 
-    /// Upcalls `value` for `key` without storing it.
+    /// Upcalls `value` for `key` without storing it (in a pool that stores: a trigger
+    /// pool orders triggers as puts). The key's seq does not advance and no waiter wakes.
     pub(crate) fn trigger(&self, key: &Key, value: Bytes) -> Result<WriteResult> {
-        let config = self.config.read().clone();
         let mut w = self.writer.lock();
+        let config = w.config.clone();
+        check_value(&config, key, &value)?;
         let timestamp_us = now_us().max(w.last_timestamp_us);
         let version = w.next_version;
         let (seq, prev_version) = self.index.get(key).map_or((0, 0), |h| {
@@ -422,7 +500,8 @@ impl Shard {
         w.next_version += 1;
         w.last_timestamp_us = timestamp_us;
         self.metrics.triggers.increment(1);
-        self.dispatch.dispatch(&object, &config);
+        // Nothing is stored, so no waiter wakes: waiters wait for versions.
+        self.dispatch.upcall(&object, &config);
         Ok(WriteResult {
             version,
             seq,
@@ -588,11 +667,18 @@ impl Shard {
         self.writer.lock().failed.clone()
     }
 
-    /// Changes the segment size of an open log.
-    pub(crate) fn set_segment_bytes(&self, bytes: u64) {
-        if let Some(log) = self.writer.lock().log.as_mut() {
-            log.set_segment_bytes(bytes);
+    /// Applies a changed pool config (`alter_pool`) to this shard's writes and log.
+    pub(crate) fn set_config(&self, config: &PoolConfig) {
+        let mut w = self.writer.lock();
+        if let Some(log) = w.log.as_mut() {
+            log.set_segment_bytes(config.segment_bytes);
         }
+        w.config = Arc::new(config.clone());
+    }
+
+    /// The pool's storage kind.
+    pub(crate) fn storage(&self) -> Storage {
+        self.storage
     }
 
     /// True when this shard's log has unsynced writes.
