@@ -520,3 +520,50 @@ pub fn which(program: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// Declares the feature-area tests every scripted client runs, one `#[test]`
+/// each, each on a broker of its own: `client_suite!(|broker| Client::python(broker, "x.py"));`.
+/// The script prints `ok NAME` or `FAIL NAME: why` for every check it is asked for.
+#[macro_export]
+macro_rules! client_suite {
+    ($client:expr) => {
+        fn checks(checks: &[&str]) {
+            let broker = $crate::Broker::start();
+            let client: fn(&$crate::Broker) -> $crate::Client = $client;
+            broker.run_checks(&mut client(&broker), checks);
+        }
+
+        #[test]
+        fn metadata_topics_and_unknown_topics() {
+            checks(&["metadata", "topics", "unknown_topic"]);
+        }
+
+        #[test]
+        fn records_round_trip_in_every_codec_and_size() {
+            checks(&[
+                "roundtrip",
+                "codecs",
+                "large_messages",
+                "oversized",
+                "key_partitioning",
+                "order",
+                "idempotent",
+            ]);
+        }
+
+        #[test]
+        fn offsets_for_times_and_seek() {
+            checks(&["offsets_for_times", "seek"]);
+        }
+
+        #[test]
+        fn topic_configs_partitions_and_record_deletion() {
+            checks(&["configs", "create_partitions", "delete_records"]);
+        }
+
+        #[test]
+        fn consumer_group_rebalances_and_resumes_from_committed_offsets() {
+            checks(&["group_rebalance", "group_admin"]);
+        }
+    };
+}
