@@ -527,6 +527,10 @@ impl Engine {
     }
 
     /// Upcalls lambdas bound over `key` with `value` without storing anything.
+    ///
+    /// In a `trigger` pool the trigger is ordered like a put: it advances the key's
+    /// seq and wakes its waiters. In a pool that stores, it is no version: the seq
+    /// stays, and waiters (which wait for stored versions) do not wake.
     pub fn trigger(&self, key: &Key, value: impl Into<Bytes>) -> Result<WriteResult> {
         let value = value.into();
         let shard = self.shard_for(key, None)?;

@@ -2,6 +2,13 @@
 //!
 //! Served by the upcall stage right after a version becomes visible; nothing
 //! polls. A `Waiter` can be awaited from async code or waited on by a thread.
+//!
+//! Waiters wait for versions, that is for updates that advance a key's seq: puts
+//! and removes, and in a `trigger` pool every ordered update (a trigger there is
+//! sequenced like a put, so its key's seq moves and its waiters fire). A trigger
+//! into a `volatile` or `persistent` pool stores nothing and leaves the seq where
+//! it is, so it upcalls lambdas but wakes no waiter: a fetch waiting for the next
+//! record must not wake to find nothing.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -568,8 +568,8 @@ fn run_upcalls(floors: &Floors, args: &Args, budget: &Budget, figures: &mut Figu
         }
         if wait == Wait::BusyPoll && workers + 1 > report::nproc() {
             println!(
-                "  note: {workers} busy-polling workers + the producer = {} spinning threads on {} CPUs",
-                workers + 1,
+                "  note: {workers} busy-polling workers asked for; the engine runs at most {} on {} CPUs (one CPU left to the producer)",
+                report::nproc().saturating_sub(1).max(1),
                 report::nproc()
             );
         }

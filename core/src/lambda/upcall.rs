@@ -412,6 +412,118 @@ fn run(engine: &Weak<EngineInner>, bindings: &mut Option<Arc<BindingSet>>, task:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Key;
+    use bytes::Bytes;
+
+    fn object(version: u64) -> Arc<ObjectVersion> {
+        Arc::new(ObjectVersion {
+            key: Key::new("/k").unwrap(),
+            version,
+            seq: version,
+            count: 1,
+            timestamp_us: 0,
+            prev_version: 0,
+            affinity: None,
+            tombstone: false,
+            value: Bytes::new(),
+        })
+    }
+
+    /// Takes everything queued, as the worker does: the ring, then the overflow.
+    fn drain(q: &Queue, head: &mut u64, out: &mut Vec<u64>) {
+        loop {
+            if let Some(task) = q.pop(head) {
+                out.push(task.object.version);
+                continue;
+            }
+            if q.overflowed.load(Ordering::Acquire) {
+                if let Some(batch) = q.take_overflow(*head) {
+                    out.extend(batch.iter().map(|t| t.object.version));
+                }
+                continue;
+            }
+            return;
+        }
+    }
+
+    #[test]
+    fn a_full_ring_overflows_and_order_is_kept() {
+        let q = Queue::new();
+        let set = Arc::new(BindingSet {
+            generation: 7,
+            bindings: Vec::new(),
+        });
+        let n = RING as u64 * 3;
+        for v in 0..n / 2 {
+            q.push(&set, 0, &object(v));
+        }
+        assert_eq!(q.backlog(), (n / 2) as usize);
+        let mut head = 0;
+        let first = q.pop(&mut head).unwrap();
+        assert!(
+            first.bindings.is_some(),
+            "the first task carries the snapshot"
+        );
+        let mut seen = vec![first.object.version];
+        for _ in 0..9 {
+            let task = q.pop(&mut head).unwrap();
+            assert!(
+                task.bindings.is_none(),
+                "later tasks of one snapshot do not"
+            );
+            seen.push(task.object.version);
+        }
+        // The ring has room again, but tasks queue behind the overflow until it is taken.
+        for v in n / 2..n {
+            q.push(&set, 0, &object(v));
+        }
+        drain(&q, &mut head, &mut seen);
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
+        assert_eq!(q.backlog(), 0);
+        q.push(&set, 0, &object(n));
+        assert_eq!(q.pop(&mut head).map(|t| t.object.version), Some(n));
+    }
+
+    #[test]
+    fn producers_and_a_worker_on_other_threads_lose_and_reorder_nothing() {
+        let q = Arc::new(Queue::new());
+        let set = Arc::new(BindingSet {
+            generation: 1,
+            bindings: Vec::new(),
+        });
+        let (producers, each) = (2u64, 100_000u64);
+        let consumer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let (mut head, mut seen) = (0, Vec::new());
+                while (seen.len() as u64) < producers * each {
+                    drain(&q, &mut head, &mut seen);
+                    std::hint::spin_loop();
+                }
+                seen
+            })
+        };
+        std::thread::scope(|scope| {
+            for p in 0..producers {
+                let (q, set) = (&q, &set);
+                scope.spawn(move || {
+                    for i in 0..each {
+                        q.push(set, 0, &object(p * each + i));
+                        if i % 1000 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+        });
+        let seen = consumer.join().unwrap();
+        assert_eq!(seen.len() as u64, producers * each);
+        for p in 0..producers {
+            let mine: Vec<u64> = seen.iter().copied().filter(|v| v / each == p).collect();
+            assert_eq!(mine, (p * each..(p + 1) * each).collect::<Vec<_>>());
+        }
+        assert_eq!(q.backlog(), 0);
+    }
 
     #[test]
     fn busy_polling_workers_leave_one_cpu_to_the_producers() {

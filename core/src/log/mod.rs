@@ -360,12 +360,14 @@ impl SyncState {
     /// so far, calls `publish` once with the synced position for everyone the fsync
     /// covered (the shard makes their versions visible and upcalls them), wakes exactly
     /// those writers, and then wakes one writer still waiting to lead the next fsync at
-    /// once. The next leader is woken last on purpose: on a machine with few CPUs the
-    /// writers just woken are already runnable, and each that appends before the next
-    /// fsync starts rides on it instead of waiting for a fsync of its own, so batches
-    /// hold nearly every writer rather than alternating halves. Waiters check their
-    /// position against an atomic watermark, never a shared lock, and nobody is woken
-    /// who cannot proceed (no condition-variable chain).
+    /// once. The next leader is woken last on purpose, after the leader yielded its
+    /// CPU once: on a machine with few CPUs the writers just woken are already
+    /// runnable, and each that appends before the next fsync starts rides on it
+    /// instead of waiting for a fsync of its own, so batches hold most writers rather
+    /// than alternating halves (an fsync started the moment the previous one ended
+    /// covers only the writers that appended while it ran: about half of them).
+    /// Waiters check their position against an atomic watermark, never a shared
+    /// lock, and nobody is woken who cannot proceed (no condition-variable chain).
     pub fn wait_durable(&self, position: u64, publish: &dyn Fn(u64)) -> Result<()> {
         let me = std::thread::current();
         loop {
@@ -439,8 +441,15 @@ impl SyncState {
             }
             !done
         });
+        let woke_any = !covered.is_empty();
         for t in covered {
             t.unpark();
+        }
+        if woke_any {
+            // The writers just woken are runnable: give them the CPU before the next
+            // fsync starts, so that those who put again ride on it. No timer: when
+            // nobody else is runnable this returns at once.
+            std::thread::yield_now();
         }
         // Only then hand the lead on: writers that append while the covered ones are
         // woken queue behind this leader, and the next leader, woken last, starts its
