@@ -590,23 +590,24 @@ fn a_consumer_group_rebalances_when_a_member_leaves_and_resumes_from_commits() {
             );
         }
     }
-    // The second member leaves: unsubscribing sends LeaveGroup. The first
-    // keeps polling, as a live member does. (The handle is then forgotten, not
-    // dropped: closing a group member through `Drop` does not finish against
-    // kascade in this setup, see the report that came with this test.)
-    second.unsubscribe();
+    // The second member closes (revokes its partitions, sends LeaveGroup)
+    // while the first keeps polling, as a live member does. Its handle is then
+    // forgotten, not dropped: destroying the closed handle (rd_kafka_destroy
+    // in the crate's Drop) does not return within 15 s while the other member
+    // lives, though the close itself finishes in milliseconds and the broker
+    // has already rebalanced; the same close through confluent-kafka returns
+    // at once, so this is left to the client side.
+    second.close_queue().expect("close the second member");
     let deadline = Instant::now() + WAIT;
-    while !partitions_of(&second).is_empty() {
+    while !second.closed() {
         assert!(
             Instant::now() < deadline,
-            "the second member kept {:?}; broker log:\n{}",
-            partitions_of(&second),
+            "the second member did not close; broker log:\n{}",
             b.log_tail(60)
         );
-        assert!(
-            second.poll(Duration::from_millis(50)).is_none(),
-            "unsubscribed"
-        );
+        if let Some(m) = second.poll(Duration::from_millis(50)) {
+            panic!("a closing member got {:?}", m.map(|m| m.offset()));
+        }
         poll!(first, seen);
     }
     std::mem::forget(second);
