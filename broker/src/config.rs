@@ -46,6 +46,9 @@ pub struct Config {
     /// Partitions of an auto-created topic or of a CreateTopics request that leaves it to the broker.
     #[arg(long, env = "KASCADE_NUM_PARTITIONS", default_value_t = 1)]
     pub num_partitions: i32,
+    /// Address of the admin HTTP listener (`/health`, Prometheus `/metrics`); loopback only for now.
+    #[arg(long, env = "KASCADE_ADMIN_LISTEN", default_value = "127.0.0.1:9644")]
+    pub admin_listen: String,
     /// Largest Kafka request frame accepted; a bigger one closes the connection.
     #[arg(long, env = "KASCADE_MAX_FRAME_BYTES", default_value_t = kascade_wire::kafka::frame::DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
@@ -63,6 +66,7 @@ impl Default for Config {
             node_id: 0,
             auto_create_topics: false,
             num_partitions: 1,
+            admin_listen: "127.0.0.1:9644".into(),
             max_frame_bytes: kascade_wire::kafka::frame::DEFAULT_MAX_FRAME_BYTES,
         }
     }

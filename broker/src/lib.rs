@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod config;
 pub mod kafka;
 pub mod server;

@@ -12,6 +12,9 @@ pub enum ServeError {
     /// The engine could not open its data dir.
     #[error("could not open the engine: {0}")]
     Engine(#[from] kascade_core::Error),
+    /// The admin listener could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// The Kafka listener could not start.
     #[error(transparent)]
     Kafka(#[from] crate::kafka::ListenError),
@@ -45,6 +48,16 @@ impl Broker {
 
 /// Runs a broker until `shutdown` resolves, then stops it cleanly.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    // The admin listener first: it installs the metrics recorder, so the
+    // engine's recovery is counted too, and a taken port fails fast.
+    let admin_listener = crate::admin::bind(&config.admin_listen).await?;
+    let admin_bound =
+        admin_listener
+            .local_addr()
+            .map_err(|source| crate::admin::AdminError::Bind {
+                addr: config.admin_listen.clone(),
+                source,
+            })?;
     let open_config = config.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(&open_config))
         .await
@@ -65,17 +78,20 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     .map_err(|e| ServeError::Task(e.to_string()))??;
     let state = std::sync::Arc::new(state);
     let kafka = tokio::spawn(crate::kafka::accept_loop(listener, state.clone()));
+    let admin = tokio::spawn(crate::admin::serve(admin_listener));
     let pools = broker.engine().pools().len();
     tracing::info!(
         data_dir = %config.data_dir.display(),
         kafka = %bound,
         advertised = %format!("{}:{}", state.advertised_host, state.advertised_port),
+        admin = %admin_bound,
         pools,
         "kascade is ready"
     );
     shutdown.await;
     tracing::info!("shutting down");
     kafka.abort();
+    admin.abort();
     drop(state);
     tokio::task::spawn_blocking(move || broker.shutdown())
         .await

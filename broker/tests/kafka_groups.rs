@@ -49,7 +49,14 @@ impl Broker {
     /// Starts `kascade serve` listening on `listen` and waits until it is ready.
     fn start_on(data_dir: &Path, listen: &str) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kascade"))
-            .args(["serve", "--listen", listen, "--data-dir"])
+            .args([
+                "serve",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--listen",
+                listen,
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("KASCADE_LOG", "info")
             .stderr(Stdio::piped())

@@ -11,7 +11,14 @@ use kascade_core::{Get, Key, PoolConfig, Put, Storage};
 /// Starts the binary and returns it once it logged that it is ready, with its log lines so far.
 fn start(data_dir: &Path) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kascade"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("KASCADE_LOG", "info")
         .stderr(Stdio::piped())
@@ -71,7 +78,14 @@ fn a_second_broker_on_the_same_data_dir_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, _rx) = start(dir.path());
     let second = Command::new(env!("CARGO_BIN_EXE_kascade"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -109,7 +109,14 @@ impl Broker {
     pub fn start_with(flags: &[&str]) -> Broker {
         let data_dir = tempfile::tempdir().expect("a temporary data dir");
         let mut child = Command::new(kascade_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir.path())
             .args(flags)
             .env(

@@ -50,7 +50,14 @@ impl Drop for Broker {
 
 fn start(data: &Path, addr: &str) -> Broker {
     let child = Command::new(kascade_bin())
-        .args(["serve", "--listen", addr, "--data-dir"])
+        .args([
+            "serve",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--listen",
+            addr,
+            "--data-dir",
+        ])
         .arg(data)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

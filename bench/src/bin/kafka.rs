@@ -575,6 +575,7 @@ impl Broker {
             .arg(&data)
             .arg("--listen")
             .arg(&addr)
+            .args(["--admin-listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
