@@ -1,10 +1,10 @@
 //! The admin HTTP listener of a real `kascade serve` process: `/health`,
 //! Prometheus `/metrics`, and its refusal to listen beyond loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod spawn;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// `GET path` over a plain socket; returns the whole response.
@@ -21,52 +21,11 @@ fn get(addr: &str, path: &str) -> String {
     out
 }
 
-/// The value of `name=` in a log line.
-fn field<'a>(line: &'a str, name: &str) -> &'a str {
-    let at = line
-        .find(&format!(" {name}="))
-        .unwrap_or_else(|| panic!("no {name}= in {line:?}"));
-    let rest = &line[at + name.len() + 2..];
-    rest.split_whitespace().next().unwrap_or_default()
-}
-
 #[test]
 fn health_and_prometheus_metrics_are_served_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kascade"))
-        .args([
-            "serve",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("KASCADE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn kascade");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let ready = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("kascade logs that it is ready");
-        if line.contains("kascade is ready") {
-            break line;
-        }
-    };
-    let admin = field(&ready, "admin").to_string();
+    let mut served = spawn::serve("127.0.0.1:0", dir.path(), &[]);
+    let admin = served.admin_addr();
 
     let health = get(&admin, "/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
@@ -94,24 +53,13 @@ fn health_and_prometheus_metrics_are_served_on_loopback() {
     let missing = get(&admin, "/nope");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 
-    // SAFETY: kill(2) on a child we spawned and have not reaped.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert!(child.wait().unwrap().success());
+    spawn::stop(&mut served.child);
 }
 
 #[test]
 fn an_admin_address_beyond_loopback_is_refused_until_auth_exists() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kascade"))
-        .args([
-            "serve",
-            "--admin-listen",
-            "0.0.0.0:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    let out = spawn::command("127.0.0.1:0", "0.0.0.0:0", dir.path(), &[])
         .output()
         .expect("run kascade");
     assert!(!out.status.success());

@@ -3,6 +3,8 @@
 //! what it covers, raw kafka-protocol requests on a socket for the rest and
 //! for every version of every admin API.
 
+mod spawn;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -33,47 +35,12 @@ impl Broker {
 
     /// Starts `kascade serve` listening on `listen` and waits until it is ready.
     fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kascade"))
-            .args([
-                "serve",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--listen",
-                listen,
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
-            .env("KASCADE_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn kascade");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready = loop {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) if line.contains("kascade is ready") => break line,
-                Ok(_) => {}
-                Err(e) => panic!("the broker never said it was ready: {e}"),
-            }
-        };
-        let addr = ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("kafka="))
-            .expect("the ready line names the Kafka address")
-            .to_string();
+        let served = spawn::serve(listen, data_dir, extra);
+        let addr = served.kafka_addr();
         Broker {
-            child,
+            child: served.child,
             addr,
-            _log: rx,
+            _log: served.log,
         }
     }
 
@@ -83,10 +50,7 @@ impl Broker {
     }
 
     fn terminate(&mut self) {
-        // SAFETY: kill(2) on a child we spawned and have not reaped; no memory is involved.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait for the broker");
-        assert!(status.success() || std::thread::panicking(), "{status:?}");
+        spawn::stop(&mut self.child);
     }
 
     fn client(&self) -> Client {

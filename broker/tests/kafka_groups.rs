@@ -4,6 +4,8 @@
 //!
 //! Waits are bounded only by hang guards; no assertion depends on timing.
 
+mod spawn;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -48,56 +50,18 @@ impl Broker {
 
     /// Starts `kascade serve` listening on `listen` and waits until it is ready.
     fn start_on(data_dir: &Path, listen: &str) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kascade"))
-            .args([
-                "serve",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--listen",
-                listen,
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("KASCADE_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn kascade");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready = loop {
-            match log.recv_timeout(HANG_GUARD) {
-                Ok(line) if line.contains("kascade is ready") => break line,
-                Ok(_) => {}
-                Err(e) => panic!("broker never became ready: {e}"),
-            }
-        };
-        let addr = ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("kafka="))
-            .expect("ready line names the Kafka address")
-            .to_string();
+        let served = spawn::serve(listen, data_dir, &[]);
+        let addr = served.kafka_addr();
         Broker {
-            child,
+            child: served.child,
             addr,
-            log: std::sync::Mutex::new(log),
+            log: std::sync::Mutex::new(served.log),
         }
     }
 
     /// Stops the broker with SIGTERM and waits for a clean exit.
     fn stop(mut self) {
-        // SAFETY: kill(2) on our own child, not yet reaped; no memory involved.
-        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert_eq!(rc, 0);
-        let status = self.child.wait().expect("wait for kascade");
-        assert!(status.success(), "kascade exited with {status:?}");
+        spawn::stop(&mut self.child);
         let log = self.log.lock().unwrap();
         while log.try_recv().is_ok() {}
     }

@@ -1,51 +1,21 @@
 //! `kascade serve` as a user runs it: a real process, real signals, a real data dir.
 
-use std::io::{BufRead, BufReader};
+mod spawn;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use kascade_core::{Get, Key, PoolConfig, Put, Storage};
 
 /// Starts the binary and returns it once it logged that it is ready, with its log lines so far.
 fn start(data_dir: &Path) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kascade"))
-        .args([
-            "serve",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("KASCADE_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn kascade");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    wait_for(&rx, "kascade is ready");
-    (child, rx)
+    let served = spawn::serve("127.0.0.1:0", data_dir, &[]);
+    (served.child, served.log)
 }
 
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no log line containing {needle:?}: {e}"),
-        }
-    }
+    spawn::wait_for(rx, needle)
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -77,16 +47,7 @@ fn serve_stops_cleanly_on_sigterm_and_on_ctrl_c() {
 fn a_second_broker_on_the_same_data_dir_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, _rx) = start(dir.path());
-    let second = Command::new(env!("CARGO_BIN_EXE_kascade"))
-        .args([
-            "serve",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    let second = spawn::command("127.0.0.1:0", "127.0.0.1:0", dir.path(), &[])
         .output()
         .unwrap();
     assert!(!second.status.success());
