@@ -2,6 +2,8 @@
 //! lambda kind (built-in `forward`, `wasm`, `cdylib`), loaded as a
 //! `PipelineSpec`; a failing stage is isolated and counted on that stage only.
 
+#![cfg(feature = "wasm")] // the tests bind the example WebAssembly lambda
+
 mod lambda_support;
 
 use kascade_core::{PipelineSpec, PoolConfig, Put, Storage, Vertex};

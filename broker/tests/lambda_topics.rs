@@ -7,6 +7,8 @@
 //! restart), and once on an in-process broker whose Kafka listener runs in
 //! this test (to redeploy while records flow and read the counters).
 
+#![cfg(feature = "wasm")] // the tests bind the example WebAssembly lambda
+
 mod lambda_support;
 mod spawn;
 

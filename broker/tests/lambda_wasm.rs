@@ -3,6 +3,8 @@
 //! functions; runaway modules stopped by fuel and the memory cap while the
 //! broker keeps serving; modules refused at bind; redeploy while puts flow.
 
+#![cfg(feature = "wasm")] // the tests bind the example WebAssembly lambda
+
 mod lambda_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};

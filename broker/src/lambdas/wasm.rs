@@ -9,7 +9,7 @@
 //! the engine as a lambda error) and its instance is dropped: the next call
 //! gets a fresh one. The ABI is in `docs/lambdas.md`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -120,34 +120,37 @@ struct Instance {
 
 /// Registers as `wasm`: compiles modules with one shared wasmtime engine.
 pub struct WasmKind {
-    engine: Result<wasmtime::Engine, String>,
-    linker: Arc<Linker<HostState>>,
+    /// The compiler and the host functions, made at the first bind: a broker
+    /// that runs no WebAssembly never starts the runtime (nor installs its
+    /// signal handlers).
+    runtime: OnceLock<Result<Runtime, String>>,
     host: Arc<LambdaHost>,
 }
 
-impl WasmKind {
-    /// The kind, with its compiler and the host functions every module may import.
-    pub fn new(host: Arc<LambdaHost>) -> WasmKind {
+/// The wasmtime engine and the linker holding the host functions.
+struct Runtime {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+}
+
+impl Runtime {
+    fn start() -> Result<Runtime, String> {
         let mut config = Config::new();
         config
             .consume_fuel(true)
             .wasm_backtrace(false)
             .cranelift_opt_level(OptLevel::Speed);
-        let engine = wasmtime::Engine::new(&config).map_err(|e| format!("{e:#}"));
-        let linker = match &engine {
-            Ok(engine) => host_functions(engine),
-            Err(_) => Ok(Linker::new(&wasmtime::Engine::default())),
-        };
-        let (engine, linker) = match linker {
-            Ok(linker) => (engine, linker),
-            Err(e) => (
-                Err(format!("{e:#}")),
-                Linker::new(&wasmtime::Engine::default()),
-            ),
-        };
+        let engine = wasmtime::Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+        let linker = host_functions(&engine).map_err(|e| format!("{e:#}"))?;
+        Ok(Runtime { engine, linker })
+    }
+}
+
+impl WasmKind {
+    /// The kind; the runtime starts at the first bind.
+    pub fn new(host: Arc<LambdaHost>) -> WasmKind {
         WasmKind {
-            engine,
-            linker: Arc::new(linker),
+            runtime: OnceLock::new(),
             host,
         }
     }
@@ -155,8 +158,9 @@ impl WasmKind {
 
 impl LambdaKind for WasmKind {
     fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Lambda>, LambdaError> {
-        let engine = self
-            .engine
+        let runtime = self
+            .runtime
+            .get_or_init(Runtime::start)
             .as_ref()
             .map_err(|e| LambdaError(format!("the WebAssembly runtime did not start: {e}")))?;
         let config: WasmConfig = serde_json::from_value(config.clone()).map_err(|e| {
@@ -168,9 +172,9 @@ impl LambdaKind for WasmKind {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(config.module_base64.trim())
             .map_err(|e| LambdaError(format!("module_base64 is not standard base64: {e}")))?;
-        let module = Module::new(engine, &bytes)
+        let module = Module::new(&runtime.engine, &bytes)
             .map_err(|e| LambdaError(format!("the module does not compile: {e:#}")))?;
-        let pre = self.linker.instantiate_pre(&module).map_err(|e| {
+        let pre = runtime.linker.instantiate_pre(&module).map_err(|e| {
             LambdaError(format!(
                 "the module imports something the host does not offer (only {IMPORT_MODULE}.emit, \
                  put, trigger, get and log): {e:#}"

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kascade::lambdas::cdylib::CdylibConfig;
+#[cfg(feature = "wasm")]
 use kascade::lambdas::wasm::WasmConfig;
 use kascade::{Broker, Config};
 use kascade_core::{
@@ -29,6 +30,7 @@ fn repo() -> PathBuf {
 
 /// The example WebAssembly lambda (examples/wasm-lambda), built once per test
 /// binary with the command docs/lambdas.md gives.
+#[cfg(feature = "wasm")]
 pub fn example_wasm() -> &'static [u8] {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
     WASM.get_or_init(|| {
@@ -107,6 +109,7 @@ pub fn to(destinations: &[(&str, EmitMode)]) -> Vec<Destination> {
 }
 
 /// The `wasm` config of the example module with `handler`.
+#[cfg(feature = "wasm")]
 pub fn wasm_config(handler: &str) -> WasmConfig {
     let mut config = WasmConfig::new(example_wasm());
     config.handler = handler.to_string();
@@ -114,6 +117,7 @@ pub fn wasm_config(handler: &str) -> WasmConfig {
 }
 
 /// A binding of the example WebAssembly module's `handler`.
+#[cfg(feature = "wasm")]
 pub fn wasm_binding(
     name: &str,
     prefix: &str,
