@@ -12,7 +12,7 @@
 //! triggered), and a probe lambda bound after the last stage records when it
 //! starts; the next message goes once it arrived. Latency = probe start - the
 //! clock read before the put. The target is that each extra in-process stage
-//! adds at most 5 µs at p50: (p50 of 4 stages - p50 of 1 stage) / 3.
+//! adds at most 5 µs at p50: the least-squares slope of p50 over 1-4 stages.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -360,6 +360,63 @@ fn run_case(
     h
 }
 
+/// What the `wasm` kind's choice of reusing an instance per worker saves: one
+/// call of the example's `forward` on a kept instance (fresh fuel, alloc,
+/// handler) against the same call on a new store and instance each time.
+/// The host functions are stubs here: only the runtime's cost is measured.
+fn wasm_instances(
+    wasm: &[u8],
+    budget: &Budget,
+) -> wasmtime::Result<(Histogram<u64>, Histogram<u64>)> {
+    use wasmtime::{Config, Linker, Module, Store, TypedFunc};
+    let mut config = Config::new();
+    config.consume_fuel(true).wasm_backtrace(false);
+    let engine = wasmtime::Engine::new(&config)?;
+    let module = Module::new(&engine, wasm)?;
+    let mut linker = Linker::<()>::new(&engine);
+    linker.func_wrap("kascade", "emit", |_: i32, _: i32| 0i32)?;
+    linker.func_wrap("kascade", "put", |_: i32, _: i32, _: i32, _: i32| 0i32)?;
+    linker.func_wrap("kascade", "trigger", |_: i32, _: i32, _: i32, _: i32| 0i32)?;
+    linker.func_wrap("kascade", "get", |_: i32, _: i32, _: i32, _: i32| -1i64)?;
+    linker.func_wrap("kascade", "log", |_: i32, _: i32, _: i32| {})?;
+    let pre = linker.instantiate_pre(&module)?;
+    type Handle = TypedFunc<(i32, i32, i32, i32, i64, i64, i64), i32>;
+    let call = |store: &mut Store<()>, alloc: &TypedFunc<i32, i32>, handle: &Handle| {
+        store.set_fuel(100_000_000)?;
+        let at = alloc.call(&mut *store, 101)?;
+        handle.call(&mut *store, (at, 1, at + 1, 100, 1, 1, 1))
+    };
+    let fresh_one = || -> wasmtime::Result<(Store<()>, TypedFunc<i32, i32>, Handle)> {
+        let mut store = Store::new(&engine, ());
+        store.set_fuel(100_000_000)?;
+        let instance = pre.instantiate(&mut store)?;
+        let alloc = instance.get_typed_func::<i32, i32>(&mut store, "kascade_alloc")?;
+        let handle = instance.get_typed_func(&mut store, "forward")?;
+        Ok((store, alloc, handle))
+    };
+    let (mut reused, mut fresh) = (latency_histogram(), latency_histogram());
+    let (mut store, alloc, handle) = fresh_one()?;
+    let started = Instant::now();
+    while started.elapsed() < budget.warmup + budget.case {
+        let t0 = Instant::now();
+        call(&mut store, &alloc, &handle)?;
+        if started.elapsed() >= budget.warmup {
+            record(&mut reused, nanos_since(t0));
+        }
+    }
+    let started = Instant::now();
+    while started.elapsed() < budget.warmup + budget.case {
+        let t0 = Instant::now();
+        let (mut store, alloc, handle) = fresh_one()?;
+        call(&mut store, &alloc, &handle)?;
+        drop(store);
+        if started.elapsed() >= budget.warmup {
+            record(&mut fresh, nanos_since(t0));
+        }
+    }
+    Ok((reused, fresh))
+}
+
 /// The engine's own floors in this run: a put() into a volatile pool with no
 /// lambda, and put -> the start of a lambda bound on the key (0 stages).
 fn floors(engine: &Engine, value: &Bytes, budget: &Budget) -> (Histogram<u64>, Histogram<u64>) {
@@ -395,6 +452,24 @@ fn floors(engine: &Engine, value: &Bytes, budget: &Budget) -> (Histogram<u64>, H
     );
     engine.unbind("floor.probe").expect("unbinding the probe");
     (put, hop)
+}
+
+/// The least-squares slope of `p50s[i]` (ns) against the stage count `i + 1`.
+fn slope(p50s: &[u64]) -> f64 {
+    let n = p50s.len() as f64;
+    let xs = (1..=p50s.len()).map(|x| x as f64);
+    let mean_x = xs.clone().sum::<f64>() / n;
+    let mean_y = p50s.iter().map(|&y| y as f64).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (x, &y) in xs.zip(p50s) {
+        num += (x - mean_x) * (y as f64 - mean_y);
+        den += (x - mean_x) * (x - mean_x);
+    }
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
 }
 
 fn main() {
@@ -441,6 +516,15 @@ fn main() {
         &put,
     );
     print_latency("floor: put -> a lambda on that key starts (0 stages)", &hop);
+    if runnable.contains(&Kind::Wasm) {
+        match wasm_instances(&wasm, &budget) {
+            Ok((reused, fresh)) => {
+                print_latency("wasm runtime: forward call, instance kept", &reused);
+                print_latency("wasm runtime: same, new instance per call", &fresh);
+            }
+            Err(e) => println!("  note: the wasm runtime comparison failed: {e:#}"),
+        }
+    }
     let mut targets = Vec::new();
     for kind in &runnable {
         for mode in [Mode::Trigger, Mode::Put] {
@@ -455,11 +539,10 @@ fn main() {
                 p50s.push(l.p50);
             }
             if p50s.len() >= 2 {
-                let (first, last) = (p50s[0], p50s[p50s.len() - 1]);
-                let per_stage = last.saturating_sub(first) as f64 / (p50s.len() - 1) as f64;
+                let per_stage = slope(&p50s);
                 println!(
-                    "    each extra stage adds {} µs at p50 (1 -> {} stages)",
-                    fmt_us(per_stage as u64),
+                    "    each extra stage adds {} µs at p50 (least-squares slope over 1-{} stages)",
+                    fmt_us(per_stage.max(0.0) as u64),
                     p50s.len()
                 );
                 targets.push(Target {
