@@ -135,7 +135,7 @@ fn wait_change(word: &Word, last: u32, wait: ShmWait, eventfd: i32) -> u32 {
             ShmWait::Spin => false,
             ShmWait::SpinThenFutex(limit) => {
                 spins += 1;
-                spins % 64 == 0 && start.elapsed() >= limit
+                spins.is_multiple_of(64) && start.elapsed() >= limit
             }
             ShmWait::Futex | ShmWait::Eventfd => true,
         };
