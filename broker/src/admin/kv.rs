@@ -80,6 +80,7 @@ pub struct GetQuery {
     /// The newest version at or before this time (µs since the Unix epoch): the state then.
     pub at_us: Option<u64>,
     /// `raw` (default) or `json`.
+    #[param(inline)]
     pub format: Option<Format>,
 }
 
@@ -88,6 +89,7 @@ pub struct GetQuery {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// List keys at or under this prefix (default `/`).
+    #[param(pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
     pub prefix: Option<String>,
     /// At most this many keys (default 1000, at least 1).
     #[param(minimum = 1)]
@@ -153,8 +155,8 @@ fn written(key: &Key, w: WriteResult) -> Json<WriteResultBody> {
 }
 
 /// Stores the body as a new version of the key.
-#[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv",
-    params(("key" = String, Path, description = "The key without its leading `/` (slashes allowed)")),
+#[utoipa::path(operation_id = "put_object", put, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "The key without its leading `/` (slashes allowed)", pattern = "^[^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*$", max_length = 1023)),
     request_body(content = RawValue, content_type = "application/octet-stream", description = "The value"),
     responses(
         (status = 200, description = "Stored (durable as the pool promises)", body = WriteResultBody),
@@ -175,8 +177,8 @@ pub async fn put(
 }
 
 /// Upcalls the lambdas bound over the key with the body, storing nothing.
-#[utoipa::path(post, path = "/v1/trigger/{key}", tag = "kv",
-    params(("key" = String, Path, description = "The key without its leading `/` (slashes allowed)")),
+#[utoipa::path(operation_id = "trigger_key", post, path = "/v1/trigger/{key}", tag = "kv",
+    params(("key" = String, Path, description = "The key without its leading `/` (slashes allowed)", pattern = "^[^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*$", max_length = 1023)),
     request_body(content = RawValue, content_type = "application/octet-stream", description = "The value the lambdas receive"),
     responses(
         (status = 200, description = "Handed to the lambdas (in a trigger pool, ordered like a put)", body = WriteResultBody),
@@ -197,8 +199,8 @@ pub async fn trigger(
 }
 
 /// Reads a version of the key: the latest, or the one `version`, `seq` or `at_us` names.
-#[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv",
-    params(("key" = String, Path, description = "The key without its leading `/` (slashes allowed)"), GetQuery),
+#[utoipa::path(operation_id = "get_object", get, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "The key without its leading `/` (slashes allowed)", pattern = "^[^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*$", max_length = 1023), GetQuery),
     responses(
         (status = 200, description = "The version: raw bytes with `kascade-*` headers, or JSON with `format=json`",
             content((RawValue = "application/octet-stream"), (ObjectJson = "application/json")),
@@ -270,8 +272,8 @@ fn raw(o: &ObjectVersion) -> Response {
 }
 
 /// Removes the object: a tombstone version; its history stays readable by version and seq.
-#[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv",
-    params(("key" = String, Path, description = "The key without its leading `/` (slashes allowed)")),
+#[utoipa::path(operation_id = "remove_object", delete, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "The key without its leading `/` (slashes allowed)", pattern = "^[^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*$", max_length = 1023)),
     responses(
         (status = 200, description = "Removed: where the tombstone landed", body = WriteResultBody),
         (status = 400, description = "An invalid or reserved key", body = ErrorBody),
@@ -292,7 +294,7 @@ pub async fn remove(
 }
 
 /// Lists the keys at or under a prefix that hold an object.
-#[utoipa::path(get, path = "/v1/kv", tag = "kv", params(ListQuery),
+#[utoipa::path(operation_id = "list_keys", get, path = "/v1/kv", tag = "kv", params(ListQuery),
     responses(
         (status = 200, description = "The keys, sorted", body = KeyList),
         (status = 400, description = "An invalid prefix or limit", body = ErrorBody)))]

@@ -34,7 +34,7 @@ pub enum Mode {
 #[serde(deny_unknown_fields)]
 pub struct DestinationBody {
     /// The prefix output keys are formed under.
-    #[schema(example = "/farm/scored")]
+    #[schema(example = "/farm/scored", pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
     pub prefix: String,
     /// `put` (default) or `trigger`.
     #[serde(default)]
@@ -46,10 +46,10 @@ pub struct DestinationBody {
 #[serde(deny_unknown_fields)]
 pub struct DeployLambda {
     /// 1-128 letters, digits, `-`, `_` or `.`.
-    #[schema(example = "scorer")]
+    #[schema(example = "scorer", pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: String,
     /// The prefix whose versions it receives.
-    #[schema(example = "/farm/frames")]
+    #[schema(example = "/farm/frames", pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
     pub prefix: String,
     /// A registered kind (see `GET /v1/lambda-kinds`).
     #[schema(example = "forward")]
@@ -67,6 +67,7 @@ pub struct DeployLambda {
 #[serde(deny_unknown_fields)]
 pub struct ReplaceLambda {
     /// The prefix whose versions it receives.
+    #[schema(pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
     pub prefix: String,
     /// A registered kind.
     pub kind: String,
@@ -309,7 +310,7 @@ async fn bind(state: &Shared, spec: BindingSpec) -> Result<LambdaInfo, ApiError>
 }
 
 /// The registered lambda kinds.
-#[utoipa::path(get, path = "/v1/lambda-kinds", tag = "lambdas",
+#[utoipa::path(operation_id = "list_lambda_kinds", get, path = "/v1/lambda-kinds", tag = "lambdas",
     responses((status = 200, description = "The kinds a lambda may have", body = Kinds)))]
 pub async fn kinds(State(state): State<Shared>) -> Json<Kinds> {
     Json(Kinds {
@@ -318,7 +319,7 @@ pub async fn kinds(State(state): State<Shared>) -> Json<Kinds> {
 }
 
 /// Lists the deployed lambdas with their counters.
-#[utoipa::path(get, path = "/v1/lambdas", tag = "lambdas",
+#[utoipa::path(operation_id = "list_lambdas", get, path = "/v1/lambdas", tag = "lambdas",
     responses((status = 200, description = "The deployed lambdas, by name", body = Vec<LambdaInfo>)))]
 pub async fn list(State(state): State<Shared>) -> Json<Vec<LambdaInfo>> {
     let stats = stats_of(&state);
@@ -333,7 +334,7 @@ pub async fn list(State(state): State<Shared>) -> Json<Vec<LambdaInfo>> {
 }
 
 /// Deploys a lambda; it survives restart.
-#[utoipa::path(post, path = "/v1/lambdas", tag = "lambdas", request_body = DeployLambda,
+#[utoipa::path(operation_id = "deploy_lambda", post, path = "/v1/lambdas", tag = "lambdas", request_body = DeployLambda,
     responses(
         (status = 201, description = "Deployed and bound", body = LambdaInfo),
         (status = 400, description = "An invalid name, prefix, kind, config or destination, or a loop", body = ErrorBody),
@@ -368,10 +369,11 @@ pub async fn deploy(
 }
 
 /// One lambda: its binding, config and counters.
-#[utoipa::path(get, path = "/v1/lambdas/{name}", tag = "lambdas",
-    params(("name" = String, Path, description = "The lambda's name"), InspectQuery),
+#[utoipa::path(operation_id = "inspect_lambda", get, path = "/v1/lambdas/{name}", tag = "lambdas",
+    params(("name" = String, Path, description = "The lambda's name", pattern = "^[A-Za-z0-9._-]{1,128}$"), InspectQuery),
     responses(
         (status = 200, description = "The lambda", body = LambdaInfo),
+        (status = 400, description = "A malformed query", body = ErrorBody),
         (status = 404, description = "No such lambda", body = ErrorBody)))]
 pub async fn inspect(
     State(state): State<Shared>,
@@ -394,8 +396,8 @@ pub async fn inspect(
 }
 
 /// Deploys or replaces the lambda of this name: the new binding takes over atomically.
-#[utoipa::path(put, path = "/v1/lambdas/{name}", tag = "lambdas", request_body = ReplaceLambda,
-    params(("name" = String, Path, description = "The lambda's name")),
+#[utoipa::path(operation_id = "replace_lambda", put, path = "/v1/lambdas/{name}", tag = "lambdas", request_body = ReplaceLambda,
+    params(("name" = String, Path, description = "The lambda's name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
     responses(
         (status = 200, description = "Deployed or replaced", body = LambdaInfo),
         (status = 400, description = "An invalid name, prefix, kind, config or destination, or a loop", body = ErrorBody),
@@ -420,8 +422,8 @@ pub async fn replace(
 }
 
 /// Removes a lambda: it gets no further upcalls and is gone after a restart too.
-#[utoipa::path(delete, path = "/v1/lambdas/{name}", tag = "lambdas",
-    params(("name" = String, Path, description = "The lambda's name")),
+#[utoipa::path(operation_id = "remove_lambda", delete, path = "/v1/lambdas/{name}", tag = "lambdas",
+    params(("name" = String, Path, description = "The lambda's name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such lambda", body = ErrorBody),

@@ -167,14 +167,14 @@ pub async fn serve(listener: TcpListener, state: Shared) {
 }
 
 /// Liveness: answers `ok` once the broker serves.
-#[utoipa::path(get, path = "/health", tag = "broker", security(()),
+#[utoipa::path(operation_id = "health", get, path = "/health", tag = "broker", security(()),
     responses((status = 200, description = "The broker is up", body = String, content_type = "text/plain")))]
 pub async fn health() -> &'static str {
     "ok\n"
 }
 
 /// Prometheus metrics of the engine, the Kafka face and the lambdas.
-#[utoipa::path(get, path = "/metrics", tag = "broker",
+#[utoipa::path(operation_id = "metrics", get, path = "/metrics", tag = "broker",
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics_text() -> impl IntoResponse {
     (

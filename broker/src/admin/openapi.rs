@@ -117,7 +117,7 @@ pub fn json() -> &'static str {
 }
 
 /// This OpenAPI document.
-#[utoipa::path(get, path = "/openapi.json", tag = "broker",
+#[utoipa::path(operation_id = "openapi", get, path = "/openapi.json", tag = "broker",
     responses((status = 200, description = "The OpenAPI document of this API", body = Object, content_type = "application/json")))]
 pub async fn serve() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], json())

@@ -37,7 +37,7 @@ pub struct VertexBody {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct PipelineBody {
     /// The pipeline's name.
-    #[schema(example = "farm")]
+    #[schema(example = "farm", pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: String,
     /// Its stages.
     pub vertex: Vec<VertexBody>,
@@ -160,7 +160,7 @@ async fn load_spec(state: &Shared, spec: PipelineSpec) -> Result<PipelineInfo, A
 }
 
 /// Lists the loaded pipelines with each stage's counters.
-#[utoipa::path(get, path = "/v1/pipelines", tag = "pipelines",
+#[utoipa::path(operation_id = "list_pipelines", get, path = "/v1/pipelines", tag = "pipelines",
     responses((status = 200, description = "The pipelines, by name", body = Vec<PipelineInfo>)))]
 pub async fn list(State(state): State<Shared>) -> Json<Vec<PipelineInfo>> {
     let stats = stats_of(&state);
@@ -175,7 +175,7 @@ pub async fn list(State(state): State<Shared>) -> Json<Vec<PipelineInfo>> {
 }
 
 /// Loads a pipeline from TOML or JSON; it survives restart.
-#[utoipa::path(post, path = "/v1/pipelines", tag = "pipelines",
+#[utoipa::path(operation_id = "load_pipeline", post, path = "/v1/pipelines", tag = "pipelines",
     request_body(description = "The pipeline in JSON, or in TOML (`name = ...` and `[[vertex]]` tables)",
         content((PipelineBody = "application/json"), (String = "application/toml"))),
     responses(
@@ -198,8 +198,8 @@ pub async fn load(
 }
 
 /// One pipeline with each stage's counters.
-#[utoipa::path(get, path = "/v1/pipelines/{name}", tag = "pipelines",
-    params(("name" = String, Path, description = "The pipeline's name")),
+#[utoipa::path(operation_id = "describe_pipeline", get, path = "/v1/pipelines/{name}", tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline's name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
     responses(
         (status = 200, description = "The pipeline", body = PipelineInfo),
         (status = 404, description = "No such pipeline", body = ErrorBody)))]
@@ -217,8 +217,8 @@ pub async fn describe(
 }
 
 /// Loads or replaces the pipeline of this name (the body's name must match).
-#[utoipa::path(put, path = "/v1/pipelines/{name}", tag = "pipelines",
-    params(("name" = String, Path, description = "The pipeline's name")),
+#[utoipa::path(operation_id = "replace_pipeline", put, path = "/v1/pipelines/{name}", tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline's name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
     request_body(description = "The pipeline in JSON or TOML",
         content((PipelineBody = "application/json"), (String = "application/toml"))),
     responses(
@@ -242,8 +242,8 @@ pub async fn replace(
 }
 
 /// Removes a pipeline and unbinds its vertices.
-#[utoipa::path(delete, path = "/v1/pipelines/{name}", tag = "pipelines",
-    params(("name" = String, Path, description = "The pipeline's name")),
+#[utoipa::path(operation_id = "remove_pipeline", delete, path = "/v1/pipelines/{name}", tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline's name", pattern = "^[A-Za-z0-9._-]{1,128}$")),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such pipeline", body = ErrorBody)))]

@@ -89,12 +89,13 @@ fn default_segment_bytes() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// The key prefix the pool owns; the longest matching prefix wins.
-    #[schema(example = "/sensors")]
+    #[schema(example = "/sensors", pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
     pub prefix: String,
     /// Where objects live.
     pub storage: StorageKind,
     /// Number of shards, 1 to 1024 (fixed once created).
     #[serde(default = "default_shards")]
+    #[schema(minimum = 1, maximum = 1024)]
     pub shards: u32,
     /// Replicas per shard: 1 until clustering lands.
     #[serde(default = "default_replication")]
@@ -110,9 +111,11 @@ pub struct Pool {
     pub fsync: Fsync,
     /// Largest value accepted, in bytes (1 to 1 GiB).
     #[serde(default = "default_max_value")]
+    #[schema(minimum = 1, maximum = 1073741824)]
     pub max_value_bytes: usize,
     /// Size at which a shard's log rolls to a new segment (at least 4096).
     #[serde(default = "default_segment_bytes")]
+    #[schema(minimum = 4096)]
     pub segment_bytes: u64,
 }
 
@@ -273,14 +276,14 @@ fn find(state: &Shared, prefix: &str) -> Result<PoolConfig, ApiError> {
 }
 
 /// Lists every pool, the system pool and the Kafka face's included.
-#[utoipa::path(get, path = "/v1/pools", tag = "pools",
+#[utoipa::path(operation_id = "list_pools", get, path = "/v1/pools", tag = "pools",
     responses((status = 200, description = "Every pool, by prefix", body = Vec<Pool>)))]
 pub async fn list(State(state): State<Shared>) -> Json<Vec<Pool>> {
     Json(state.engine.pools().into_iter().map(Pool::from).collect())
 }
 
 /// Creates a pool; it survives restart.
-#[utoipa::path(post, path = "/v1/pools", tag = "pools", request_body = Pool,
+#[utoipa::path(operation_id = "create_pool", post, path = "/v1/pools", tag = "pools", request_body = Pool,
     responses(
         (status = 201, description = "Created", body = Pool),
         (status = 400, description = "An invalid or reserved prefix or setting", body = ErrorBody),
@@ -303,8 +306,8 @@ pub async fn create(
 }
 
 /// One pool's config.
-#[utoipa::path(get, path = "/v1/pools/{prefix}", tag = "pools",
-    params(("prefix" = String, Path, description = "The pool's prefix without its leading `/` (slashes allowed; `%2F` for the root pool)")),
+#[utoipa::path(operation_id = "describe_pool", get, path = "/v1/pools/{prefix}", tag = "pools",
+    params(("prefix" = String, Path, description = "The pool's prefix without its leading `/` (slashes allowed; `%2F` for the root pool)", pattern = "^[^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*$", max_length = 1023)),
     responses(
         (status = 200, description = "The pool", body = Pool),
         (status = 400, description = "Not a valid prefix", body = ErrorBody),
@@ -317,8 +320,8 @@ pub async fn describe(
 }
 
 /// Changes a pool's retention, ordering, fsync policy, value limit or segment size.
-#[utoipa::path(patch, path = "/v1/pools/{prefix}", tag = "pools", request_body = PoolChange,
-    params(("prefix" = String, Path, description = "The pool's prefix without its leading `/`")),
+#[utoipa::path(operation_id = "alter_pool", patch, path = "/v1/pools/{prefix}", tag = "pools", request_body = PoolChange,
+    params(("prefix" = String, Path, description = "The pool's prefix without its leading `/`", pattern = "^[^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*$", max_length = 1023)),
     responses(
         (status = 200, description = "The changed pool", body = Pool),
         (status = 400, description = "An invalid setting, or a change of storage or shards", body = ErrorBody),
@@ -365,8 +368,8 @@ pub async fn alter(
 }
 
 /// Removes a pool and every object in it.
-#[utoipa::path(delete, path = "/v1/pools/{prefix}", tag = "pools",
-    params(("prefix" = String, Path, description = "The pool's prefix without its leading `/`")),
+#[utoipa::path(operation_id = "remove_pool", delete, path = "/v1/pools/{prefix}", tag = "pools",
+    params(("prefix" = String, Path, description = "The pool's prefix without its leading `/`", pattern = "^[^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*$", max_length = 1023)),
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "Not a valid prefix, or the system pool", body = ErrorBody),

@@ -30,7 +30,7 @@ pub struct TopicSummary {
 #[serde(deny_unknown_fields)]
 pub struct CreateTopic {
     /// 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-    #[schema(example = "orders")]
+    #[schema(example = "orders", pattern = "^[a-zA-Z0-9._-]{1,249}$")]
     pub name: String,
     /// Number of partitions; the broker's `--num-partitions` when absent.
     #[serde(default)]
@@ -99,14 +99,14 @@ fn description(state: &Shared, topic: &Topic) -> Result<TopicDescription, ApiErr
 }
 
 /// Lists every topic, by name.
-#[utoipa::path(get, path = "/v1/topics", tag = "topics",
+#[utoipa::path(operation_id = "list_topics", get, path = "/v1/topics", tag = "topics",
     responses((status = 200, description = "Every topic", body = Vec<TopicSummary>)))]
 pub async fn list(State(state): State<Shared>) -> Json<Vec<TopicSummary>> {
     Json(state.kafka.topics.all().iter().map(|t| summary(t)).collect())
 }
 
 /// Creates a topic (as Kafka's CreateTopics does).
-#[utoipa::path(post, path = "/v1/topics", tag = "topics", request_body = CreateTopic,
+#[utoipa::path(operation_id = "create_topic", post, path = "/v1/topics", tag = "topics", request_body = CreateTopic,
     responses(
         (status = 201, description = "Created", body = TopicDescription),
         (status = 400, description = "An invalid name, partition count, replication factor or config", body = ErrorBody),
@@ -130,8 +130,8 @@ pub async fn create(
 }
 
 /// A topic's partitions with their start and end offsets, and its configs.
-#[utoipa::path(get, path = "/v1/topics/{name}", tag = "topics",
-    params(("name" = String, Path, description = "The topic's name")),
+#[utoipa::path(operation_id = "describe_topic", get, path = "/v1/topics/{name}", tag = "topics",
+    params(("name" = String, Path, description = "The topic's name", pattern = "^[a-zA-Z0-9._-]{1,249}$")),
     responses(
         (status = 200, description = "The topic", body = TopicDescription),
         (status = 404, description = "No such topic", body = ErrorBody)))]
@@ -148,8 +148,8 @@ pub async fn describe(
 }
 
 /// Deletes a topic and all its records.
-#[utoipa::path(delete, path = "/v1/topics/{name}", tag = "topics",
-    params(("name" = String, Path, description = "The topic's name")),
+#[utoipa::path(operation_id = "delete_topic", delete, path = "/v1/topics/{name}", tag = "topics",
+    params(("name" = String, Path, description = "The topic's name", pattern = "^[a-zA-Z0-9._-]{1,249}$")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such topic", body = ErrorBody)))]
