@@ -164,7 +164,8 @@ impl Config {
     /// The settings `kascade` with no subcommand runs with: defaults overridden by
     /// the file `KASCADE_CONFIG` names and by `KASCADE_*` env vars.
     pub fn default_from_env() -> Result<Config, ConfigError> {
-        let matches = <Only as clap::CommandFactory>::command().try_get_matches_from(["kascade"])?;
+        let matches =
+            <Only as clap::CommandFactory>::command().try_get_matches_from(["kascade"])?;
         Config::from_matches(&matches)
     }
 

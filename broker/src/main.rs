@@ -52,11 +52,11 @@ fn main() -> anyhow::Result<()> {
             kascade::Config::from_matches(serve)?
         }
         None => kascade::Config::default_from_env()?,
-        Some(Command::Topic(args)) => return cli::topic::run(args),
-        Some(Command::Kv(args)) => return cli::kv::run(args),
-        Some(Command::Lambda(args)) => return cli::lambda::run(args),
-        Some(Command::Pipeline(args)) => return cli::pipeline::run(args),
-        Some(Command::Pool(args)) => return cli::pool::run(args),
+        Some(Command::Topic(args)) => client_exit(cli::topic::run(args)),
+        Some(Command::Kv(args)) => client_exit(cli::kv::run(args)),
+        Some(Command::Lambda(args)) => client_exit(cli::lambda::run(args)),
+        Some(Command::Pipeline(args)) => client_exit(cli::pipeline::run(args)),
+        Some(Command::Pool(args)) => client_exit(cli::pool::run(args)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -71,6 +71,17 @@ fn main() -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)
         })
         .with_context(|| format!("serving with data dir {}", config.data_dir.display()))
+}
+
+/// Ends a client command: a failure is one line on stderr (no backtrace) and exit status 1.
+fn client_exit(result: anyhow::Result<()>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1)
+        }
+    }
 }
 
 /// Installs the Ctrl-C (SIGINT) and SIGTERM handlers and returns a future that resolves on either.

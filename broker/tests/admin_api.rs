@@ -77,12 +77,30 @@ fn pools_are_created_listed_changed_and_removed() {
     assert_eq!(again.status, 409);
     assert!(again.error().contains("already exists"), "{again:?}");
     for (bad, why) in [
-        (json!({"prefix": "sensors", "storage": "volatile"}), "start with"),
-        (json!({"prefix": "/cms/x", "storage": "volatile"}), "/v1/topics"),
-        (json!({"prefix": "/kascade/x", "storage": "volatile"}), "reserved"),
-        (json!({"prefix": "/a", "storage": "volatile", "shards": 0}), "shards"),
-        (json!({"prefix": "/a", "storage": "floppy"}), "unknown variant"),
-        (json!({"prefix": "/a", "storage": "volatile", "sharts": 2}), "sharts"),
+        (
+            json!({"prefix": "sensors", "storage": "volatile"}),
+            "start with",
+        ),
+        (
+            json!({"prefix": "/cms/x", "storage": "volatile"}),
+            "/v1/topics",
+        ),
+        (
+            json!({"prefix": "/kascade/x", "storage": "volatile"}),
+            "reserved",
+        ),
+        (
+            json!({"prefix": "/a", "storage": "volatile", "shards": 0}),
+            "shards",
+        ),
+        (
+            json!({"prefix": "/a", "storage": "floppy"}),
+            "unknown variant",
+        ),
+        (
+            json!({"prefix": "/a", "storage": "volatile", "sharts": 2}),
+            "sharts",
+        ),
     ] {
         let a = api.json("POST", "/v1/pools", &bad);
         assert_eq!(a.status, 400, "{bad}: {a:?}");
@@ -153,8 +171,16 @@ fn topics_made_here_are_topics_for_kafka_clients() {
         (json!({"name": "orders"}), 409, "already exists"),
         (json!({"name": "a/b"}), 400, "invalid topic name"),
         (json!({"name": "x", "partitions": 0}), 400, "partitions"),
-        (json!({"name": "x", "configs": {"cleanup.policy": "compact"}}), 400, "compaction"),
-        (json!({"name": "x", "replication_factor": 3}), 400, "replication"),
+        (
+            json!({"name": "x", "configs": {"cleanup.policy": "compact"}}),
+            400,
+            "compaction",
+        ),
+        (
+            json!({"name": "x", "replication_factor": 3}),
+            400,
+            "replication",
+        ),
     ] {
         let a = api.json("POST", "/v1/topics", &body);
         assert_eq!(a.status, status, "{body}: {a:?}");
@@ -207,13 +233,23 @@ fn objects_are_read_by_version_seq_and_time_and_removed() {
     let api = &b.api;
     pool(api, "/sensors", "persistent");
 
-    let first = api.send("PUT", "/v1/kv/sensors/t1", b"21.5", "application/octet-stream");
+    let first = api.send(
+        "PUT",
+        "/v1/kv/sensors/t1",
+        b"21.5",
+        "application/octet-stream",
+    );
     assert_eq!(first.status, 200, "{first:?}");
     let first = first.json();
     assert_eq!(first["key"], "/sensors/t1");
     assert_eq!(first["seq"], 0);
     let second = api
-        .send("PUT", "/v1/kv/sensors/t1", b"21.7", "application/octet-stream")
+        .send(
+            "PUT",
+            "/v1/kv/sensors/t1",
+            b"21.7",
+            "application/octet-stream",
+        )
         .json();
     assert_eq!(second["seq"], 1);
 
@@ -254,10 +290,24 @@ fn objects_are_read_by_version_seq_and_time_and_removed() {
     let far = api.get("/v1/kv/sensors/t1?seq=99");
     assert_eq!(far.status, 404);
     assert!(far.error().contains("seq 99"), "{}", far.error());
-    let nopool = api.send("PUT", "/v1/kv/elsewhere/x", b"1", "application/octet-stream");
+    let nopool = api.send(
+        "PUT",
+        "/v1/kv/elsewhere/x",
+        b"1",
+        "application/octet-stream",
+    );
     assert_eq!(nopool.status, 404);
-    assert!(nopool.error().contains("create a pool"), "{}", nopool.error());
-    let reserved = api.send("PUT", "/v1/kv/kascade/pools/x", b"1", "application/octet-stream");
+    assert!(
+        nopool.error().contains("create a pool"),
+        "{}",
+        nopool.error()
+    );
+    let reserved = api.send(
+        "PUT",
+        "/v1/kv/kascade/pools/x",
+        b"1",
+        "application/octet-stream",
+    );
     assert_eq!(reserved.status, 400);
     assert!(reserved.error().contains("/kascade"));
     let notnum = api.get("/v1/kv/sensors/t1?seq=abc");
@@ -292,7 +342,12 @@ fn objects_are_read_by_version_seq_and_time_and_removed() {
     pool(api, "/tiny", "volatile");
     let patched = api.json("PATCH", "/v1/pools/tiny", &json!({"max_value_bytes": 16}));
     assert_eq!(patched.status, 200, "{patched:?}");
-    let big = api.send("PUT", "/v1/kv/tiny/a", &[7u8; 32], "application/octet-stream");
+    let big = api.send(
+        "PUT",
+        "/v1/kv/tiny/a",
+        &[7u8; 32],
+        "application/octet-stream",
+    );
     assert_eq!(big.status, 413);
     assert!(big.error().contains("limit of 16"), "{}", big.error());
     let huge = api.send(
@@ -469,7 +524,12 @@ destinations = [{ prefix = "/farm/stored" }]
     assert_eq!(p["vertices"][0]["lambda"], "farm.filter");
     assert_eq!(p["vertices"][1]["destinations"][0]["mode"], "put");
 
-    api.send("PUT", "/v1/kv/farm/frames/cam1", b"frame", "application/octet-stream");
+    api.send(
+        "PUT",
+        "/v1/kv/farm/frames/cam1",
+        b"frame",
+        "application/octet-stream",
+    );
     assert_eq!(eventually(api, "/v1/kv/farm/stored/cam1").body, b"frame");
     // The middle stage was reached by trigger: nothing stored there.
     assert_eq!(api.get("/v1/kv/farm/scored/cam1").status, 404);
@@ -479,7 +539,10 @@ destinations = [{ prefix = "/farm/stored" }]
         assert!(v["stats"]["calls"].as_u64().unwrap() >= 1, "{v}");
         assert_eq!(v["active"], true);
     }
-    assert_eq!(api.get("/v1/pipelines/farm").json()["vertices"][1]["name"], "score");
+    assert_eq!(
+        api.get("/v1/pipelines/farm").json()["vertices"][1]["name"],
+        "score"
+    );
     // The vertices are not lambdas of the lambdas API.
     assert_eq!(api.get("/v1/lambdas").json(), json!([]));
     let clash = deploy(
@@ -510,11 +573,26 @@ destinations = [{ prefix = "/farm/stored" }]
     }
     let json_form = r#"{"name":"farm","vertex":[{"name":"only","prefix":"/farm/frames","kind":"forward",
         "destinations":[{"prefix":"/farm/direct"}]}]}"#;
-    let wrong = api.send("PUT", "/v1/pipelines/other", json_form.as_bytes(), "application/json");
+    let wrong = api.send(
+        "PUT",
+        "/v1/pipelines/other",
+        json_form.as_bytes(),
+        "application/json",
+    );
     assert_eq!(wrong.status, 400);
-    let replaced = api.send("PUT", "/v1/pipelines/farm", json_form.as_bytes(), "application/json");
+    let replaced = api.send(
+        "PUT",
+        "/v1/pipelines/farm",
+        json_form.as_bytes(),
+        "application/json",
+    );
     assert_eq!(replaced.status, 200, "{replaced:?}");
-    api.send("PUT", "/v1/kv/farm/frames/cam2", b"f2", "application/octet-stream");
+    api.send(
+        "PUT",
+        "/v1/kv/farm/frames/cam2",
+        b"f2",
+        "application/octet-stream",
+    );
     assert_eq!(eventually(api, "/v1/kv/farm/direct/cam2").body, b"f2");
     assert_eq!(
         api.get("/v1/pipelines/farm").json()["vertices"]

@@ -203,7 +203,10 @@ fn the_token_can_come_from_a_file_or_the_environment() {
         .expect("spawn kascade");
     let log = spawn::log_lines(&mut child);
     let ready = spawn::wait_for(&log, "kascade is ready");
-    let api = Http::new(&spawn::field(&ready, "admin").unwrap(), Some("from-the-env"));
+    let api = Http::new(
+        &spawn::field(&ready, "admin").unwrap(),
+        Some("from-the-env"),
+    );
     assert_eq!(api.get("/v1/pools").status, 200);
     assert_eq!(api.with_token(None).get("/v1/pools").status, 401);
     spawn::stop(&mut child);

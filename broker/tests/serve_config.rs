@@ -172,9 +172,12 @@ fn the_example_config_file_lists_every_serve_setting_with_its_default() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("defaults.toml");
     std::fs::write(&file, uncommented).unwrap();
-    let out = serve_with(&file, &["--listen", "127.0.0.1:1", "--admin-listen", "256.0.0.1:1"])
-        .output()
-        .unwrap();
+    let out = serve_with(
+        &file,
+        &["--listen", "127.0.0.1:1", "--admin-listen", "256.0.0.1:1"],
+    )
+    .output()
+    .unwrap();
     // It got past reading the file to binding the (deliberately bad) admin address.
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("admin listener on 256.0.0.1:1"), "{err}");

@@ -89,7 +89,10 @@ pub struct GetQuery {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// List keys at or under this prefix (default `/`).
-    #[param(pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
+    #[param(
+        pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$",
+        max_length = 1024
+    )]
     pub prefix: Option<String>,
     /// At most this many keys (default 1000, at least 1).
     #[param(minimum = 1)]

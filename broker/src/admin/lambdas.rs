@@ -34,7 +34,11 @@ pub enum Mode {
 #[serde(deny_unknown_fields)]
 pub struct DestinationBody {
     /// The prefix output keys are formed under.
-    #[schema(example = "/farm/scored", pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
+    #[schema(
+        example = "/farm/scored",
+        pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$",
+        max_length = 1024
+    )]
     pub prefix: String,
     /// `put` (default) or `trigger`.
     #[serde(default)]
@@ -49,7 +53,11 @@ pub struct DeployLambda {
     #[schema(example = "scorer", pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: String,
     /// The prefix whose versions it receives.
-    #[schema(example = "/farm/frames", pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
+    #[schema(
+        example = "/farm/frames",
+        pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$",
+        max_length = 1024
+    )]
     pub prefix: String,
     /// A registered kind (see `GET /v1/lambda-kinds`).
     #[schema(example = "forward")]
@@ -67,7 +75,10 @@ pub struct DeployLambda {
 #[serde(deny_unknown_fields)]
 pub struct ReplaceLambda {
     /// The prefix whose versions it receives.
-    #[schema(pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
+    #[schema(
+        pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$",
+        max_length = 1024
+    )]
     pub prefix: String,
     /// A registered kind.
     pub kind: String,
@@ -259,7 +270,11 @@ fn info(spec: &BindingSpec, stats: &HashMap<String, Stats>) -> LambdaInfo {
         name: spec.name.clone(),
         prefix: spec.prefix.clone(),
         kind: spec.kind.clone(),
-        destinations: spec.destinations.iter().map(DestinationBody::from).collect(),
+        destinations: spec
+            .destinations
+            .iter()
+            .map(DestinationBody::from)
+            .collect(),
         active: stats.contains_key(&spec.name),
         stats: stats.get(&spec.name).cloned().unwrap_or_default(),
         config: None,

@@ -250,9 +250,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequest<S> for JsonBody<T> 
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = RawBody::from_request(request, state).await?.0;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request(format!("invalid JSON body: {e}")).into_response()
-        })
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")).into_response())
     }
 }
 

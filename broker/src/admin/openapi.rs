@@ -110,9 +110,9 @@ impl Modify for Security {
 pub fn json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_json()
-            .unwrap_or_else(|e| format!(r#"{{"error":"the OpenAPI document failed to render: {e}"}}"#))
+        ApiDoc::openapi().to_json().unwrap_or_else(|e| {
+            format!(r#"{{"error":"the OpenAPI document failed to render: {e}"}}"#)
+        })
     })
 }
 
@@ -142,8 +142,14 @@ mod tests {
         ] {
             let op = &paths[path][method];
             assert!(op.is_object(), "{method} {path} missing");
-            assert!(op["responses"]["401"].is_object(), "{method} {path} has no 401");
-            assert!(op["responses"]["400"].is_object(), "{method} {path} has no 400");
+            assert!(
+                op["responses"]["401"].is_object(),
+                "{method} {path} has no 401"
+            );
+            assert!(
+                op["responses"]["400"].is_object(),
+                "{method} {path} has no 400"
+            );
         }
         assert!(paths["/health"]["get"]["responses"]["401"].is_null());
     }

@@ -89,7 +89,11 @@ fn default_segment_bytes() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// The key prefix the pool owns; the longest matching prefix wins.
-    #[schema(example = "/sensors", pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$", max_length = 1024)]
+    #[schema(
+        example = "/sensors",
+        pattern = "^/([^/\\x00-\\x1f\\x7f]+(/[^/\\x00-\\x1f\\x7f]+)*)?$",
+        max_length = 1024
+    )]
     pub prefix: String,
     /// Where objects live.
     pub storage: StorageKind,
@@ -302,7 +306,10 @@ pub async fn create(
     }
     let engine = state.engine.clone();
     blocking(move || Ok(engine.create_pool(config)?)).await?;
-    Ok((StatusCode::CREATED, Json(find(&state, prefix.as_str())?.into())))
+    Ok((
+        StatusCode::CREATED,
+        Json(find(&state, prefix.as_str())?.into()),
+    ))
 }
 
 /// One pool's config.

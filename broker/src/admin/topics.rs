@@ -102,7 +102,15 @@ fn description(state: &Shared, topic: &Topic) -> Result<TopicDescription, ApiErr
 #[utoipa::path(operation_id = "list_topics", get, path = "/v1/topics", tag = "topics",
     responses((status = 200, description = "Every topic", body = Vec<TopicSummary>)))]
 pub async fn list(State(state): State<Shared>) -> Json<Vec<TopicSummary>> {
-    Json(state.kafka.topics.all().iter().map(|t| summary(t)).collect())
+    Json(
+        state
+            .kafka
+            .topics
+            .all()
+            .iter()
+            .map(|t| summary(t))
+            .collect(),
+    )
 }
 
 /// Creates a topic (as Kafka's CreateTopics does).

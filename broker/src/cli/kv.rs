@@ -96,7 +96,12 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
         KvCommand::Put { key, value, file } => {
             let body = super::read_value(value.as_deref(), file.as_deref())?;
             let w = client
-                .send("PUT", &key_path("/v1/kv", &key)?, body, "application/octet-stream")?
+                .send(
+                    "PUT",
+                    &key_path("/v1/kv", &key)?,
+                    body,
+                    "application/octet-stream",
+                )?
                 .json()?;
             if !client.print_json(&w)? {
                 print_write("stored", &w);

@@ -158,7 +158,11 @@ pub fn run(args: LambdaArgs) -> anyhow::Result<()> {
                 "destinations": destinations,
             });
             let l = if replace {
-                client.send_json("PUT", &format!("/v1/lambdas/{}", encode_query(&name)), &body)?
+                client.send_json(
+                    "PUT",
+                    &format!("/v1/lambdas/{}", encode_query(&name)),
+                    &body,
+                )?
             } else {
                 body["name"] = json!(name);
                 client.send_json("POST", "/v1/lambdas", &body)?
@@ -167,7 +171,11 @@ pub fn run(args: LambdaArgs) -> anyhow::Result<()> {
             if !client.print_json(&l)? {
                 println!(
                     "{} lambda {} ({}) on {} -> {}",
-                    if replace { "deployed or replaced" } else { "deployed" },
+                    if replace {
+                        "deployed or replaced"
+                    } else {
+                        "deployed"
+                    },
                     cell(&l["name"]),
                     cell(&l["kind"]),
                     cell(&l["prefix"]),
@@ -201,7 +209,13 @@ pub fn run(args: LambdaArgs) -> anyhow::Result<()> {
                     .collect();
                 table(
                     &[
-                        "NAME", "KIND", "PREFIX", "DESTINATIONS", "CALLS", "ERRORS", "MEAN",
+                        "NAME",
+                        "KIND",
+                        "PREFIX",
+                        "DESTINATIONS",
+                        "CALLS",
+                        "ERRORS",
+                        "MEAN",
                         "ACTIVE",
                     ],
                     &rows,

@@ -27,7 +27,12 @@ pub struct ClientArgs {
     )]
     pub admin: String,
     /// The admin token, when the broker has one.
-    #[arg(long, global = true, env = "KASCADE_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "KASCADE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Print the API's JSON instead of text for people.
     #[arg(long, global = true)]
@@ -48,7 +53,8 @@ pub struct Reply {
 impl Reply {
     /// The body as JSON.
     pub fn json(&self) -> anyhow::Result<Value> {
-        serde_json::from_slice(&self.body).context("the admin API answered with something that is not JSON")
+        serde_json::from_slice(&self.body)
+            .context("the admin API answered with something that is not JSON")
     }
 }
 
@@ -150,8 +156,7 @@ impl Client {
                     let total = bytes.len();
                     let request = request.header("content-length", total.to_string());
                     let reader = Progress::new(bytes);
-                    let result =
-                        request.send(ureq::SendBody::from_owned_reader(reader));
+                    let result = request.send(ureq::SendBody::from_owned_reader(reader));
                     if result.is_ok() {
                         eprintln!("uploaded {}", size(total as u64));
                     }

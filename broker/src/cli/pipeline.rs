@@ -72,7 +72,15 @@ fn print_pipeline(p: &Value) {
         })
         .unwrap_or_default();
     table(
-        &["  VERTEX", "KIND", "PREFIX", "DESTINATIONS", "CALLS", "ERRORS", "MEAN"],
+        &[
+            "  VERTEX",
+            "KIND",
+            "PREFIX",
+            "DESTINATIONS",
+            "CALLS",
+            "ERRORS",
+            "MEAN",
+        ],
         &rows,
     );
 }
@@ -122,7 +130,9 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         PipelineCommand::Ls => {
             let list = client.get("/v1/pipelines")?.json()?;
             if !client.print_json(&list)? {
-                let list = list.as_array().context("the pipeline list is not an array")?;
+                let list = list
+                    .as_array()
+                    .context("the pipeline list is not an array")?;
                 if list.is_empty() {
                     println!("no pipelines");
                 }

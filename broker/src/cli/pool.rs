@@ -234,7 +234,14 @@ pub fn run(args: PoolArgs) -> anyhow::Result<()> {
                     })
                     .collect();
                 table(
-                    &["PREFIX", "STORAGE", "SHARDS", "ORDERING", "FSYNC", "RETENTION"],
+                    &[
+                        "PREFIX",
+                        "STORAGE",
+                        "SHARDS",
+                        "ORDERING",
+                        "FSYNC",
+                        "RETENTION",
+                    ],
                     &rows,
                 );
             }
@@ -242,7 +249,10 @@ pub fn run(args: PoolArgs) -> anyhow::Result<()> {
         PoolCommand::Alter { prefix, policy } => {
             let path = pool_path(&prefix)?;
             let current = client.get(&path)?.json()?;
-            let retention = current["retention"].as_object().cloned().unwrap_or_default();
+            let retention = current["retention"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             let body = fields(&policy, retention);
             anyhow::ensure!(
                 !body.is_empty(),
