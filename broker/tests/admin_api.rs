@@ -629,6 +629,8 @@ fn every_error_is_json_with_a_status_a_client_can_act_on() {
         ),
         (api.get("/v1/lambdas/none"), 404, "no lambda named"),
     ];
+    let allow = api.delete("/v1/topics").header("allow").unwrap_or_default();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     for (answer, status, why) in cases {
         assert_eq!(answer.status, status, "{answer:?}");
         assert!(answer.error().contains(why), "{}", answer.error());

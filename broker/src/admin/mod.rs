@@ -206,6 +206,7 @@ async fn json_errors(State(state): State<Shared>, request: Request, next: Next) 
     if status.as_u16() < 400 || is_json {
         return response;
     }
+    let allow = response.headers().get(header::ALLOW).cloned();
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => format!(
             "the request body is larger than the admin API's limit of {} bytes (--admin-max-body-bytes)",
@@ -229,7 +230,11 @@ async fn json_errors(State(state): State<Shared>, request: Request, next: Next) 
             }
         }
     };
-    error::error_response(status, message)
+    let mut answer = error::error_response(status, message);
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 /// Runs blocking engine work off the async threads.
