@@ -17,6 +17,16 @@ struct Broker {
     api: Http,
 }
 
+/// A test that fails half way still ends its broker.
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.served.child.try_wait() {
+            let _ = self.served.child.kill();
+            let _ = self.served.child.wait();
+        }
+    }
+}
+
 impl Broker {
     fn start(data_dir: &Path, extra: &[&str]) -> Broker {
         let served = spawn::serve("127.0.0.1:0", data_dir, extra);

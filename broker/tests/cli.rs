@@ -16,6 +16,16 @@ struct Setup {
     url: String,
 }
 
+/// A test that fails half way still ends its broker.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Ok(None) = self.served.child.try_wait() {
+            let _ = self.served.child.kill();
+            let _ = self.served.child.wait();
+        }
+    }
+}
+
 impl Setup {
     fn start(dir: &Path) -> Setup {
         let served = spawn::serve("127.0.0.1:0", dir, &["--admin-token", "s3cret"]);
