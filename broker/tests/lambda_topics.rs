@@ -1,11 +1,10 @@
 //! Lambdas between Kafka topics, with a real Kafka client (confluent-kafka,
 //! lambda_topics.py) producing to the input topic and consuming the output topic.
 //!
-//! The admin HTTP API that deploys lambdas into a running binary is not here
-//! yet, so bindings are made in-process: once on a data dir that the real
-//! `kascade serve` binary then opens (the stored bindings come back after the
-//! restart), and once on an in-process broker whose Kafka listener runs in
-//! this test (to redeploy while records flow and read the counters).
+//! Bindings are made once in-process, on a data dir that the real `kascade
+//! serve` binary then opens (the stored bindings come back after the
+//! restart), and once with the `kascade lambda deploy` CLI against the admin
+//! HTTP API of a running broker (deploy, then replace while records flow).
 
 #![cfg(feature = "wasm")] // the tests bind the example WebAssembly lambda
 
@@ -14,7 +13,6 @@ mod spawn;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
 use kascade::{Broker, Config};
 use kascade_core::EmitMode;
@@ -159,50 +157,110 @@ fn stored_bindings_run_in_the_served_binary_from_topic_to_topic() {
     spawn::stop(&mut served.child);
 }
 
+/// Runs the `kascade` CLI against the admin API at `admin`; its stdout.
+fn cli(admin: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kascade"))
+        .args(args)
+        .args(["--admin", admin])
+        .output()
+        .expect("run kascade");
+    assert!(
+        out.status.success(),
+        "kascade {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The counters of lambda `name`, from `kascade lambda inspect --json`.
+fn lambda_stats(admin: &str, name: &str) -> serde_json::Value {
+    let info: serde_json::Value =
+        serde_json::from_str(&cli(admin, &["lambda", "inspect", name, "--json"])).unwrap();
+    info["stats"].clone()
+}
+
 #[test]
-fn replacing_a_topic_lambda_while_records_flow_handles_each_record_once() {
+fn a_wasm_lambda_deployed_with_the_cli_is_replaced_while_kafka_records_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".into(),
-        ..Config::default()
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let broker = Broker::open(&config).unwrap();
-    let engine = broker.engine().clone();
-    let listener = runtime.block_on(kascade::kafka::bind(&config)).unwrap();
-    let bound = listener.local_addr().unwrap();
-    let state = Arc::new(kascade::kafka::State::open(engine.clone(), &config, bound).unwrap());
-    broker.lambdas().attach_kafka(&state);
-    runtime.spawn(kascade::kafka::accept_loop(listener, state.clone()));
-    let bootstrap = bound.to_string();
+    let mut served = spawn::serve("127.0.0.1:0", dir.path(), &[]);
+    let bootstrap = served.kafka_addr();
+    let admin = format!("http://{}", served.admin_addr());
     client(&["create", &bootstrap, "in:1", "out:1"]);
-    let bind = |name: &str, handler: &str, out: &str| {
-        engine
-            .bind(wasm_binding(
-                name,
-                "/cms/topics/in",
-                handler,
-                &[(out, EmitMode::Put)],
-            ))
-            .unwrap()
+    let files = tempfile::tempdir().unwrap();
+    let module = files.path().join("kascade_wasm_lambda.wasm");
+    std::fs::write(&module, example_wasm()).unwrap();
+    let config_file = |handler: &str| {
+        let path = files.path().join(format!("{handler}.json"));
+        std::fs::write(&path, serde_json::to_vec(&wasm_config(handler)).unwrap()).unwrap();
+        path.to_str().unwrap().to_string()
     };
-    // Version 1 upper-cases, version 2 forwards: each output record says which ran.
-    bind("live", "kascade_handle", "/cms/topics/out");
+    let (upper, forward) = (config_file("kascade_handle"), config_file("forward"));
+    // Version 1 (the module as uploaded: its default handler) upper-cases;
+    // version 2 forwards: each output record says which one ran.
+    cli(
+        &admin,
+        &[
+            "lambda",
+            "deploy",
+            "live",
+            "--prefix",
+            "/cms/topics/in",
+            "--wasm",
+            module.to_str().unwrap(),
+            "--dest",
+            "/cms/topics/out",
+        ],
+    );
     // A lambda whose destination topic does not exist: every upcall fails, counted.
-    bind("lost", "forward", "/cms/topics/nowhere");
-    let out_key = key("/cms/topics/out/0");
+    cli(
+        &admin,
+        &[
+            "lambda",
+            "deploy",
+            "lost",
+            "--prefix",
+            "/cms/topics/in",
+            "--kind",
+            "wasm",
+            "--config-file",
+            &forward,
+            "--dest",
+            "/cms/topics/nowhere",
+        ],
+    );
+    let out_next = || -> u64 {
+        let list: serde_json::Value =
+            serde_json::from_str(&cli(&admin, &["kv", "ls", "/cms/topics/out", "--json"])).unwrap();
+        list["keys"][0]["next_seq"].as_u64().unwrap_or(0)
+    };
     let phase = 400;
-    let swaps = ["forward", "kascade_handle", "forward"];
-    for (i, handler) in swaps.iter().enumerate() {
+    let swaps = [&forward, &upper, &forward];
+    for (i, config) in swaps.iter().enumerate() {
         let start = (i * phase).to_string();
         let producer =
             client_in_background(&["produce", &bootstrap, "in", "1", &start, &phase.to_string()]);
-        let before = engine.bounds(&out_key).unwrap().next_seq;
+        let before = out_next();
         eventually("records of this phase flow through", || {
-            engine.bounds(&out_key).unwrap().next_seq >= before + 50
+            out_next() >= before + 50
         });
-        bind("live", handler, "/cms/topics/out");
+        cli(
+            &admin,
+            &[
+                "lambda",
+                "deploy",
+                "live",
+                "--replace",
+                "--prefix",
+                "/cms/topics/in",
+                "--kind",
+                "wasm",
+                "--config-file",
+                config,
+                "--dest",
+                "/cms/topics/out",
+            ],
+        );
         finish(producer);
     }
     let n = swaps.len() * phase;
@@ -227,13 +285,18 @@ fn replacing_a_topic_lambda_while_records_flow_handles_each_record_once() {
         "versions interleaved: {runs:?}"
     );
     assert!(runs.contains(&1) && runs.contains(&2), "{runs:?}");
-    let batches = versions(&engine, "/cms/topics/in/0").len() as u64;
-    let lost = wait_calls(&engine, "lost", batches);
-    assert_eq!(lost.errors, lost.calls, "{lost:?}");
-    assert!(engine
-        .get(&key("/cms/topics/nowhere/0"), kascade_core::Get::Latest)
-        .is_err_and(|e| e.to_string().contains("pool")));
-    drop(runtime);
-    drop(state);
-    broker.shutdown();
+    eventually(
+        "every upcall of the lambda without its topic is counted failed",
+        || {
+            let s = lambda_stats(&admin, "lost");
+            s["calls"].as_u64() > Some(0) && s["calls"] == s["errors"]
+        },
+    );
+    let live = lambda_stats(&admin, "live");
+    assert_eq!(live["errors"], 0, "{live}");
+    assert!(
+        live["mean_lag_ns"].is_u64(),
+        "inspect shows the queue lag: {live}"
+    );
+    spawn::stop(&mut served.child);
 }

@@ -99,6 +99,9 @@ pub struct Stats {
     pub errors: u64,
     /// Mean time in the lambda per call, nanoseconds.
     pub mean_ns: u64,
+    /// Mean queue lag per call (its start minus the input's timestamp), nanoseconds.
+    #[serde(default)]
+    pub mean_lag_ns: u64,
 }
 
 /// A deployed lambda.
@@ -259,6 +262,7 @@ fn stats_of(state: &Shared) -> HashMap<String, Stats> {
                     calls: s.calls,
                     errors: s.errors,
                     mean_ns: s.mean_ns,
+                    mean_lag_ns: s.mean_lag_ns,
                 },
             )
         })
