@@ -3,7 +3,8 @@
 //!
 //! A lambda's `config` is its kind's: `forward` takes none; `wasm` takes
 //! `{"module_base64": "<standard base64 of the .wasm>"}`; `cdylib` takes
-//! `{"path": "/abs/path/lib.so"}`. A binding whose output would reach its own
+//! `{"path": "/abs/path/lib.so"}` (each with optional fields: a handler, limits;
+//! see docs/lambdas.md). A binding whose output would reach its own
 //! input again (directly or through other lambdas and pipelines) is refused,
 //! since it would upcall itself forever.
 
