@@ -261,7 +261,7 @@ mod tests {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: 10 + i,
-                sequence: -1,
+                sequence: i as i32,
                 timestamp: 1000 + i,
                 key: (i != 1).then(|| Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(vec![b'v'; i as usize * 5])),
