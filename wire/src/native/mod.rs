@@ -25,6 +25,8 @@
 use std::path::PathBuf;
 
 pub mod client;
+#[cfg(test)]
+mod conn_tests;
 pub mod frame;
 mod handshake;
 mod link;

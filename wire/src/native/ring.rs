@@ -338,7 +338,7 @@ impl Ring {
     }
 
     /// The data word at `off` (8-aligned, `< capacity`).
-    fn data_u32(&self, off: u64) -> &AtomicU32 {
+    pub(crate) fn data_u32(&self, off: u64) -> &AtomicU32 {
         // SAFETY: `off` is 8-aligned and `off + 8 <= capacity` (records start on
         // 8-byte boundaries), so both words lie inside the data area.
         unsafe { AtomicU32::from_ptr(self.data(off).cast()) }
