@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 
 pub mod floors;
 pub mod report;
+pub mod shm_floor;
 
 /// A latency histogram in nanoseconds, from 1 ns to 100 s at three significant figures.
 pub fn latency_histogram() -> Histogram<u64> {

@@ -4,7 +4,8 @@
 //! configuration, the embeddable entry point [`serve`], and the `kascade`
 //! binary's command line, and maps the faces of Kascade onto the engine: the
 //! Kafka listener ([`kafka`]: topics as pools, partitions as keys, offsets as
-//! seqs); the admin API and the native listeners land here next.
+//! seqs) and the admin HTTP API ([`admin`]: pools, topics, K/V objects, lambdas
+//! and pipelines, described by OpenAPI); the native listeners land here next.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {

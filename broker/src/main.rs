@@ -1,9 +1,12 @@
-//! The `kascade` binary: `kascade serve` runs a broker; other subcommands will be its clients.
+//! The `kascade` binary: `kascade serve` runs a broker; the other subcommands are
+//! clients of its admin API (see `cli/`).
+
+mod cli;
 
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Kascade: a Kafka-compatible pub/sub broker on a Cascade-style versioned K/V engine.
 #[derive(Parser)]
@@ -17,6 +20,17 @@ struct Cli {
 enum Command {
     /// Run a single-node broker (the default when no subcommand is given).
     Serve(kascade::Config),
+    /// Create, list, describe and delete Kafka topics.
+    Topic(cli::topic::TopicArgs),
+    /// Put, get, list, remove and trigger versioned K/V objects.
+    Kv(cli::kv::KvArgs),
+    /// Deploy, list, inspect and remove lambdas.
+    Lambda(cli::lambda::LambdaArgs),
+    /// Load, list and remove pipelines.
+    Pipeline(cli::pipeline::PipelineArgs),
+    /// Create, list, change and remove pools.
+    Pool(cli::pool::PoolArgs),
+    // `pub` and `sub` (publish and subscribe through the native client) join here.
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,10 +42,21 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let config = match cli.command {
-        Some(Command::Serve(config)) => config,
-        None => kascade::Config::default_from_env(),
+        Some(Command::Serve(_)) => {
+            let serve = matches
+                .subcommand_matches("serve")
+                .context("internal: serve without its arguments")?;
+            kascade::Config::from_matches(serve)?
+        }
+        None => kascade::Config::default_from_env()?,
+        Some(Command::Topic(args)) => client_exit(cli::topic::run(args)),
+        Some(Command::Kv(args)) => client_exit(cli::kv::run(args)),
+        Some(Command::Lambda(args)) => client_exit(cli::lambda::run(args)),
+        Some(Command::Pipeline(args)) => client_exit(cli::pipeline::run(args)),
+        Some(Command::Pool(args)) => client_exit(cli::pool::run(args)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -46,6 +71,17 @@ fn main() -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)
         })
         .with_context(|| format!("serving with data dir {}", config.data_dir.display()))
+}
+
+/// Ends a client command: a failure is one line on stderr (no backtrace) and exit status 1.
+fn client_exit(result: anyhow::Result<()>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1)
+        }
+    }
 }
 
 /// Installs the Ctrl-C (SIGINT) and SIGTERM handlers and returns a future that resolves on either.

@@ -15,6 +15,9 @@ pub enum ServeError {
     /// The admin listener could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// A setting is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The Kafka listener could not start.
     #[error(transparent)]
     Kafka(#[from] crate::kafka::ListenError),
@@ -50,7 +53,8 @@ impl Broker {
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     // The admin listener first: it installs the metrics recorder, so the
     // engine's recovery is counted too, and a taken port fails fast.
-    let admin_listener = crate::admin::bind(&config.admin_listen).await?;
+    let token = config.admin_token()?;
+    let admin_listener = crate::admin::bind(&config.admin_listen, token.is_some()).await?;
     let admin_bound =
         admin_listener
             .local_addr()
@@ -78,7 +82,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     .map_err(|e| ServeError::Task(e.to_string()))??;
     let state = std::sync::Arc::new(state);
     let kafka = tokio::spawn(crate::kafka::accept_loop(listener, state.clone()));
-    let admin = tokio::spawn(crate::admin::serve(admin_listener));
+    let admin_state = std::sync::Arc::new(crate::admin::AdminState {
+        engine: broker.engine().clone(),
+        kafka: state.clone(),
+        token,
+        max_body_bytes: config.admin_max_body_bytes,
+    });
+    let admin = tokio::spawn(crate::admin::serve(admin_listener, admin_state));
     let pools = broker.engine().pools().len();
     tracing::info!(
         data_dir = %config.data_dir.display(),

@@ -741,6 +741,13 @@ impl Engine {
         existed
     }
 
+    /// The names of the registered lambda kinds, sorted (what a binding's `kind` may be).
+    pub fn lambda_kinds(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.0.kinds.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// The stored bindings (local ones are not listed).
     pub fn binding_specs(&self) -> Vec<BindingSpec> {
         let mut v: Vec<_> = self.0.specs.lock().values().cloned().collect();

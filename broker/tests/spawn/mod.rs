@@ -50,7 +50,11 @@ pub fn command(listen: &str, admin: &str, data_dir: &Path, extra: &[&str]) -> Co
     .arg(data_dir)
     .args(extra)
     .env("KASCADE_LOG", "info")
-    .env("NO_COLOR", "1");
+    .env("NO_COLOR", "1")
+    // Settings of the machine running the tests must not leak into them.
+    .env_remove("KASCADE_CONFIG")
+    .env_remove("KASCADE_ADMIN_TOKEN")
+    .env_remove("KASCADE_ADMIN_TOKEN_FILE");
     cmd
 }
 

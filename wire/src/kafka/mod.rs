@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod codec;
 pub mod frame;
+pub mod records;
 
 pub use kafka_protocol;
 pub use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
