@@ -55,7 +55,7 @@ fn publish_then_receive(wait: WaitStrategy) {
             assert_eq!(d.subscription(), s.id);
             assert_eq!(d.key(), Some(&[b'k', i][..]));
             assert_eq!(d.value(), &[i; 100][..]);
-            assert_eq!(d.headers().collect::<Vec<_>>(), vec![("h", Some(&[i][..]))]);
+            assert_eq!(d.headers().collect::<Vec<_>>(), vec![(&b"h"[..], Some(&[i][..]))]);
             assert_eq!(d.timestamp_ms(), 1_700_000_000_000 + i64::from(i));
         }
         assert!(sub.next_record(Some(Duration::from_millis(20))).unwrap().is_none());
@@ -162,7 +162,7 @@ fn a_subscription_from_inside_a_batch_skips_the_records_before_it() {
             let d = c.next_record(WAIT).unwrap().unwrap();
             assert_eq!((d.offset(), d.value()), (offset, &v[..]));
             assert_eq!(d.key(), None);
-            assert_eq!(d.headers().collect::<Vec<_>>(), vec![("n", None)]);
+            assert_eq!(d.headers().collect::<Vec<_>>(), vec![(&b"n"[..], None)]);
         }
         assert!(c.next_record(Some(Duration::from_millis(20))).unwrap().is_none());
     }

@@ -8,7 +8,6 @@
 //! an uncompressed record's key and value are views into the ring until the
 //! delivery is dropped.
 
-mod batch;
 mod delivery;
 
 use std::cell::Cell;
@@ -17,7 +16,7 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 pub use delivery::{Delivery, DeliveryHeaders};
-use delivery::{Cursor, Source};
+use delivery::{Bufs, Cursor, Source};
 
 use super::frame::{self, error_code, Ack, Body, Frame, GetAt, Headers, KeyValue, Seq};
 use super::handshake::Parts;
@@ -210,6 +209,8 @@ pub struct Client {
     positions: HashMap<(u64, i32), i64>,
     /// The batch being delivered.
     cursor: Option<Cursor>,
+    /// The cursor's buffers between batches.
+    spare: Bufs,
     _one_thread: PhantomData<Cell<()>>,
 }
 
@@ -252,6 +253,7 @@ impl Client {
             subs: HashMap::new(),
             positions: HashMap::new(),
             cursor: None,
+            spare: Bufs::default(),
             _one_thread: PhantomData,
         }
     }
@@ -459,13 +461,13 @@ impl Client {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(c) = self.cursor.as_mut() {
-                if c.advance(&self.rx, &mut self.positions)? {
+                if c.advance(&mut self.positions) {
                     return Ok(Some(Delivery::new(self)));
                 }
                 self.finish_cursor()?;
             }
             if let Some(bytes) = self.stash.pop_front() {
-                self.cursor = Cursor::open(Source::Owned(bytes), &self.rx, &self.subs)?;
+                self.open_cursor(Source::Owned(bytes))?;
                 continue;
             }
             self.tx.flush()?;
@@ -478,7 +480,7 @@ impl Client {
             };
             let f = frame::decode(bytes)?;
             if let Body::Notify(_) = f.body {
-                self.cursor = Cursor::open(Source::Ring, &self.rx, &self.subs)?;
+                self.open_cursor(Source::Ring)?;
                 if !self.cursor.as_ref().is_some_and(Cursor::holds_ring) {
                     // Decoded into owned records (compressed), or for nobody.
                     self.rx.consume(&self.signal)?;
@@ -492,10 +494,23 @@ impl Client {
         }
     }
 
+    /// Opens a cursor on the Notify in `source` (none when it is for no
+    /// live subscription).
+    fn open_cursor(&mut self, source: Source) -> Result<(), NativeError> {
+        let bufs = std::mem::take(&mut self.spare);
+        match Cursor::open(source, &self.rx, &self.subs, bufs)? {
+            Ok(c) => self.cursor = Some(c),
+            Err(bufs) => self.spare = bufs,
+        }
+        Ok(())
+    }
+
     /// Consumes the batch the cursor holds and drops the cursor.
     fn finish_cursor(&mut self) -> Result<(), NativeError> {
         if let Some(c) = self.cursor.take() {
-            if c.holds_ring() {
+            let in_ring = c.holds_ring();
+            self.spare = c.into_bufs();
+            if in_ring {
                 self.rx.consume(&self.signal)?;
             }
         }
