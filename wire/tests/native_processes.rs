@@ -10,16 +10,24 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::ToyServer;
-use kascade_wire::native::{Client, ClientOptions, GetAt, NativeError, Offset, ServerOptions, WaitStrategy};
+use kascade_wire::native::{
+    Client, ClientOptions, GetAt, NativeError, Offset, ServerOptions, WaitStrategy,
+};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(30));
 
 /// Starts this test binary running the ignored test `role` with `env`.
 fn spawn_child(role: &str, env: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--ignored", "--exact", role, "--nocapture", "--test-threads=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--ignored",
+        "--exact",
+        role,
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -30,7 +38,11 @@ fn spawn_child(role: &str, env: &[(&str, String)]) -> Child {
 fn wait_ready(child: &mut Child) -> String {
     let out = child.stdout.take().unwrap();
     if let Some(err) = child.stderr.take() {
-        std::thread::spawn(move || BufReader::new(err).lines().for_each(|l| eprintln!("child stderr: {}", l.unwrap_or_default())));
+        std::thread::spawn(move || {
+            BufReader::new(err)
+                .lines()
+                .for_each(|l| eprintln!("child stderr: {}", l.unwrap_or_default()))
+        });
     }
     let mut lines = BufReader::new(out).lines();
     for line in lines.by_ref() {
@@ -39,7 +51,9 @@ fn wait_ready(child: &mut Child) -> String {
         // The harness prints `test <name> ... ` on the same line first.
         if let Some((_, rest)) = line.split_once("READY ") {
             // Keep draining so the child never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(|l| eprintln!("child: {}", l.unwrap_or_default())));
+            std::thread::spawn(move || {
+                lines.for_each(|l| eprintln!("child: {}", l.unwrap_or_default()))
+            });
             return rest.to_string();
         }
     }
@@ -74,7 +88,15 @@ fn child_client_round_trip() {
     let mut c = Client::connect_with(&url, options(wait)).unwrap();
     c.subscribe("x", &[0], Offset::Earliest).unwrap();
     for i in 0..200u32 {
-        let at = c.publish("x", Some(0), Some(&i.to_le_bytes()), &vec![i as u8; i as usize * 10], &[]).unwrap();
+        let at = c
+            .publish(
+                "x",
+                Some(0),
+                Some(&i.to_le_bytes()),
+                &vec![i as u8; i as usize * 10],
+                &[],
+            )
+            .unwrap();
         assert_eq!(at.offset, i64::from(i));
     }
     for i in 0..200u32 {
@@ -84,7 +106,10 @@ fn child_client_round_trip() {
         assert_eq!(d.value(), &vec![i as u8; i as usize * 10][..]);
     }
     c.put("/child/done", b"yes").unwrap();
-    assert_eq!(c.get("/child/done", GetAt::Latest).unwrap().unwrap().value, b"yes");
+    assert_eq!(
+        c.get("/child/done", GetAt::Latest).unwrap().unwrap().value,
+        b"yes"
+    );
     println!("READY done");
 }
 
@@ -98,7 +123,8 @@ fn child_client_publishes_forever() {
     println!("READY connected");
     let value = vec![1u8; 3000];
     loop {
-        c.publish_nowait("doomed", Some(0), None, &value, &[]).unwrap();
+        c.publish_nowait("doomed", Some(0), None, &value, &[])
+            .unwrap();
         if c.publish("doomed", Some(0), None, &value, &[]).is_err() {
             break;
         }
@@ -123,12 +149,18 @@ fn cross_process_round_trip(wait: &str) {
         wait: wait_of(wait),
         ..ServerOptions::default()
     };
-    let shm = ToyServer::start(&format!("unix://{}/n.sock", dir.path().display()), opts.clone());
+    let shm = ToyServer::start(
+        &format!("unix://{}/n.sock", dir.path().display()),
+        opts.clone(),
+    );
     let tcp = ToyServer::start("tcp://127.0.0.1:0", opts);
     for server in [&shm, &tcp] {
         let mut child = spawn_child(
             "child_client_round_trip",
-            &[("KASCADE_CHILD_URL", server.url.clone()), ("KASCADE_CHILD_WAIT", wait.into())],
+            &[
+                ("KASCADE_CHILD_URL", server.url.clone()),
+                ("KASCADE_CHILD_WAIT", wait.into()),
+            ],
         );
         assert_eq!(wait_ready(&mut child), "done");
         assert!(child.wait().unwrap().success());
@@ -160,19 +192,37 @@ fn a_sigkilled_client_is_noticed_and_others_are_unaffected() {
             wait: wait_of(wait),
             ..ServerOptions::default()
         };
-        let shm = ToyServer::start(&format!("unix://{}/{wait}.sock", dir.path().display()), opts.clone());
+        let shm = ToyServer::start(
+            &format!("unix://{}/{wait}.sock", dir.path().display()),
+            opts.clone(),
+        );
         let tcp = ToyServer::start("tcp://127.0.0.1:0", opts);
         for server in [&shm, &tcp] {
             let mut bystander = Client::connect(&server.url).unwrap();
-            let mut child = spawn_child("child_client_publishes_forever", &[("KASCADE_CHILD_URL", server.url.clone())]);
+            let mut child = spawn_child(
+                "child_client_publishes_forever",
+                &[("KASCADE_CHILD_URL", server.url.clone())],
+            );
             assert_eq!(wait_ready(&mut child), "connected");
             std::thread::sleep(Duration::from_millis(20));
             sigkill(&mut child);
             // The server's service thread for the child ends with a closed connection.
-            assert_eq!(server.ended(1), vec!["the native connection is closed"], "{wait} {}", server.url);
+            assert_eq!(
+                server.ended(1),
+                vec!["the native connection is closed"],
+                "{wait} {}",
+                server.url
+            );
             // The other client still works.
             bystander.put("/still", b"here").unwrap();
-            assert_eq!(bystander.get("/still", GetAt::Latest).unwrap().unwrap().value, b"here");
+            assert_eq!(
+                bystander
+                    .get("/still", GetAt::Latest)
+                    .unwrap()
+                    .unwrap()
+                    .value,
+                b"here"
+            );
         }
     }
 }
@@ -181,7 +231,10 @@ fn a_sigkilled_client_is_noticed_and_others_are_unaffected() {
 fn a_sigkilled_server_is_noticed_by_a_waiting_client() {
     let dir = tempfile::tempdir().unwrap();
     for (url, wait) in [
-        (format!("unix://{}/s1.sock", dir.path().display()), "spin:50"),
+        (
+            format!("unix://{}/s1.sock", dir.path().display()),
+            "spin:50",
+        ),
         (format!("unix://{}/s2.sock", dir.path().display()), "block"),
         (format!("unix://{}/s3.sock", dir.path().display()), "busy"),
         ("tcp://127.0.0.1:0".to_string(), "spin:50"),
@@ -198,7 +251,13 @@ fn a_sigkilled_server_is_noticed_by_a_waiting_client() {
         // Parked (or spinning) on an empty ring when the server dies.
         let err = c.next_record(Some(Duration::from_secs(60))).err();
         killer.join().unwrap();
-        assert!(matches!(err, Some(NativeError::Closed)), "{wait} {url}: {err:?}");
-        assert!(matches!(c.put("/k", b"v"), Err(NativeError::Closed | NativeError::Io(_))));
+        assert!(
+            matches!(err, Some(NativeError::Closed)),
+            "{wait} {url}: {err:?}"
+        );
+        assert!(matches!(
+            c.put("/k", b"v"),
+            Err(NativeError::Closed | NativeError::Io(_))
+        ));
     }
 }

@@ -49,7 +49,10 @@ fn echo(mut conn: ServerConnection) -> Result<(), NativeError> {
                 version: 0,
                 timestamp: 0,
             };
-            conn.send(&Frame::new(f.id, Body::Ack(ack)), Some(Instant::now() + Duration::from_secs(10)))?;
+            conn.send(
+                &Frame::new(f.id, Body::Ack(ack)),
+                Some(Instant::now() + Duration::from_secs(10)),
+            )?;
         }
         conn.wait(Interest::RECV, None)?;
     }
@@ -63,7 +66,9 @@ fn request_ring(parts: &Parts) -> Ring {
 }
 
 fn outcome(rx: &mpsc::Receiver<Result<(), NativeError>>) -> NativeError {
-    rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err()
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap_err()
 }
 
 #[test]
@@ -72,12 +77,23 @@ fn garbage_in_the_request_ring_closes_that_client_only() {
     let listener = Listener::bind(&format!("unix://{}/g.sock", dir.path().display())).unwrap();
     let url = listener.url().unwrap();
     let ended = serve_all(listener);
-    let Endpoint::Shm(path) = parse_url(&url).unwrap() else { unreachable!() };
+    let Endpoint::Shm(path) = parse_url(&url).unwrap() else {
+        unreachable!()
+    };
     let mut good = Client::connect(&url).unwrap();
 
-    let cases: Vec<(&str, Box<dyn Fn(&Ring)>, Corruption)> = vec![
-        ("wild tail", Box::new(|r| r.u64_at(OFF_TAIL).store(u64::MAX - 7, Ordering::Release)), Corruption::TailTooFar),
-        ("odd tail", Box::new(|r| r.u64_at(OFF_TAIL).store(12, Ordering::Release)), Corruption::UnalignedTail),
+    type Wreck = Box<dyn Fn(&Ring)>;
+    let cases: Vec<(&str, Wreck, Corruption)> = vec![
+        (
+            "wild tail",
+            Box::new(|r| r.u64_at(OFF_TAIL).store(u64::MAX - 7, Ordering::Release)),
+            Corruption::TailTooFar,
+        ),
+        (
+            "odd tail",
+            Box::new(|r| r.u64_at(OFF_TAIL).store(12, Ordering::Release)),
+            Corruption::UnalignedTail,
+        ),
         (
             "wild length",
             Box::new(|r| {
@@ -103,7 +119,10 @@ fn garbage_in_the_request_ring_closes_that_client_only() {
         wreck(&ring);
         parts.signal.ring_peer().unwrap();
         let err = outcome(&ended);
-        assert!(matches!(err, NativeError::Ring(RingError::Corrupt(c)) if c == want), "{what}: {err}");
+        assert!(
+            matches!(err, NativeError::Ring(RingError::Corrupt(c)) if c == want),
+            "{what}: {err}"
+        );
         // The well-behaved client is unaffected.
         assert!(good.put("/k", b"v").is_ok(), "{what}");
     }
@@ -119,10 +138,15 @@ fn garbage_in_the_request_ring_closes_that_client_only() {
             x ^= x >> 7;
             x ^= x << 17;
             // Small lengths now and then, so some records pass the ring's checks.
-            let word = if x % 3 == 0 { (x >> 32) as u32 % 64 } else { x as u32 };
+            let word = if x % 3 == 0 {
+                (x >> 32) as u32 % 64
+            } else {
+                x as u32
+            };
             ring.data_u32(off).store(word, Ordering::Relaxed);
         }
-        ring.u64_at(OFF_TAIL).store((x % 8192) & !7, Ordering::Release);
+        ring.u64_at(OFF_TAIL)
+            .store((x % 8192) & !7, Ordering::Release);
         parts.signal.ring_peer().unwrap();
         match outcome(&ended) {
             NativeError::Ring(RingError::Corrupt(_)) | NativeError::Frame(_) => {}
@@ -151,7 +175,10 @@ fn garbage_on_a_tcp_stream_closes_that_client_only() {
     };
     // A record of kind 9.
     let _s = welcome_then(&[8, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    assert!(matches!(outcome(&ended), NativeError::Ring(RingError::Corrupt(Corruption::BadKind(9)))));
+    assert!(matches!(
+        outcome(&ended),
+        NativeError::Ring(RingError::Corrupt(Corruption::BadKind(9)))
+    ));
     // A record announcing 4 GiB.
     let _s = welcome_then(&[0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0]);
     assert!(matches!(outcome(&ended), NativeError::TooLarge { .. }));
@@ -160,8 +187,10 @@ fn garbage_on_a_tcp_stream_closes_that_client_only() {
     assert!(matches!(outcome(&ended), NativeError::Frame(_)));
     // Garbage instead of Hello.
     let mut s = TcpStream::connect(&addr).unwrap();
-    s.write_all(&[16, 0, 0, 0, 1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16])
-        .unwrap();
+    s.write_all(&[
+        16, 0, 0, 0, 1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+    ])
+    .unwrap();
     assert!(matches!(outcome(&ended), NativeError::Handshake(_)));
     // Silence instead of Hello: the handshake times out.
     let _silent = TcpStream::connect(&addr).unwrap();
@@ -173,7 +202,9 @@ fn garbage_on_a_tcp_stream_closes_that_client_only() {
 fn a_garbage_hello_on_the_unix_socket_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let listener = Listener::bind(&format!("unix://{}/h.sock", dir.path().display())).unwrap();
-    let Endpoint::Shm(path) = parse_url(&listener.url().unwrap()).unwrap() else { unreachable!() };
+    let Endpoint::Shm(path) = parse_url(&listener.url().unwrap()).unwrap() else {
+        unreachable!()
+    };
     let ended = serve_all(listener);
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     let bad = Frame::new(0, Body::List("not a hello"));
@@ -181,7 +212,10 @@ fn a_garbage_hello_on_the_unix_socket_is_refused() {
     assert!(matches!(outcome(&ended), NativeError::Handshake(_)));
     // The refusal came back as an Error frame.
     let answer = tcp::read_record(&mut s, 1 << 16).unwrap();
-    assert!(matches!(frame::decode(&answer).unwrap().body, Body::Error(_)));
+    assert!(matches!(
+        frame::decode(&answer).unwrap().body,
+        Body::Error(_)
+    ));
 }
 
 #[test]
@@ -190,7 +224,10 @@ fn a_live_socket_path_is_not_stolen_but_a_stale_one_is_replaced() {
     let url = format!("unix://{}/l.sock", dir.path().display());
     let first = Listener::bind(&url).unwrap();
     let err = Listener::bind(&url).unwrap_err();
-    assert!(matches!(&err, NativeError::Io(e) if e.kind() == std::io::ErrorKind::AddrInUse), "{err}");
+    assert!(
+        matches!(&err, NativeError::Io(e) if e.kind() == std::io::ErrorKind::AddrInUse),
+        "{err}"
+    );
     // A socket file nobody listens on (a crashed broker's) is replaced.
     let path = dir.path().join("l.sock");
     std::mem::forget(first);

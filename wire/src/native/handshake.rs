@@ -45,11 +45,15 @@ pub(crate) fn check_host() -> Result<(), NativeError> {
 /// Reads a client's Hello; on a Hello the server cannot serve, returns the
 /// Error frame to send back (code, message) as `Err(Ok(..))`.
 pub(crate) fn accept_hello(payload: &[u8], opts: &ServerOptions) -> Result<(u32, String), Refusal> {
-    let frame = frame::decode(payload).map_err(|e| Refusal::bad(error_code::BAD_FRAME, e.to_string()))?;
+    let frame =
+        frame::decode(payload).map_err(|e| Refusal::bad(error_code::BAD_FRAME, e.to_string()))?;
     let Body::Hello(h) = frame.body else {
         return Err(Refusal::bad(
             error_code::BAD_FRAME,
-            format!("the first frame must be Hello, not kind {}", frame.body.kind()),
+            format!(
+                "the first frame must be Hello, not kind {}",
+                frame.body.kind()
+            ),
         ));
     };
     if h.byte_order != frame::LITTLE_ENDIAN {
@@ -69,7 +73,10 @@ pub(crate) fn accept_hello(payload: &[u8], opts: &ServerOptions) -> Result<(u32,
             ),
         ));
     }
-    Ok((negotiate_capacity(h.ring_capacity, opts), h.client_name.to_owned()))
+    Ok((
+        negotiate_capacity(h.ring_capacity, opts),
+        h.client_name.to_owned(),
+    ))
 }
 
 /// The ring capacity for a request: the default for 0, else the next power of
@@ -77,8 +84,14 @@ pub(crate) fn accept_hello(payload: &[u8], opts: &ServerOptions) -> Result<(u32,
 pub(crate) fn negotiate_capacity(asked: u32, opts: &ServerOptions) -> u32 {
     let min = opts.min_ring_capacity.max(ring::MIN_CAPACITY);
     let max = opts.max_ring_capacity.clamp(min, ring::MAX_CAPACITY);
-    let want = if asked == 0 { opts.ring_capacity } else { asked };
-    want.checked_next_power_of_two().unwrap_or(max).clamp(min, max)
+    let want = if asked == 0 {
+        opts.ring_capacity
+    } else {
+        asked
+    };
+    want.checked_next_power_of_two()
+        .unwrap_or(max)
+        .clamp(min, max)
 }
 
 /// A refused handshake: the Error frame to send, then the error to return.

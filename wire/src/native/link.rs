@@ -51,7 +51,12 @@ pub(crate) struct Signal {
 }
 
 impl Signal {
-    pub(crate) fn new(transport: Transport, own: EventFd, peer: Option<EventFd>, socket: Socket) -> Signal {
+    pub(crate) fn new(
+        transport: Transport,
+        own: EventFd,
+        peer: Option<EventFd>,
+        socket: Socket,
+    ) -> Signal {
         Signal {
             transport,
             own,
@@ -81,7 +86,12 @@ impl Signal {
 
     /// Parks until our doorbell rings, the socket has news, or `timeout`.
     /// `read`/`write`: wait for TCP data / TCP send space too.
-    pub(crate) fn park(&self, timeout: Option<Duration>, read: bool, write: bool) -> Result<(), NativeError> {
+    pub(crate) fn park(
+        &self,
+        timeout: Option<Duration>,
+        read: bool,
+        write: bool,
+    ) -> Result<(), NativeError> {
         let mut sock_events = libc::POLLRDHUP;
         if self.transport != Transport::Tcp || read {
             sock_events |= libc::POLLIN;
@@ -181,7 +191,11 @@ impl Rx {
     }
 
     /// Copies the next frame into `buf` and consumes it; false when none waits.
-    pub(crate) fn copy_next(&mut self, buf: &mut Vec<u8>, signal: &Signal) -> Result<bool, NativeError> {
+    pub(crate) fn copy_next(
+        &mut self,
+        buf: &mut Vec<u8>,
+        signal: &Signal,
+    ) -> Result<bool, NativeError> {
         let got = match self {
             Rx::Ring(c, _) => c.copy_next(buf)?,
             Rx::Stream(s) => match s.peek()? {
@@ -227,7 +241,9 @@ impl Rx {
 
     pub(crate) fn set_sleeping(&self, on: bool) {
         if let Rx::Ring(c, _) = self {
-            c.ring().consumer_sleeping().store(u32::from(on), Ordering::Relaxed);
+            c.ring()
+                .consumer_sleeping()
+                .store(u32::from(on), Ordering::Relaxed);
         }
     }
 }
@@ -257,7 +273,11 @@ impl Tx {
     /// Queues `frame` if there is room (false when not); ring frames are
     /// published at once (and the peer rung if parked), stream frames go out
     /// on the next [`Tx::flush`].
-    pub(crate) fn try_send(&mut self, frame: &Frame<'_>, signal: &Signal) -> Result<bool, NativeError> {
+    pub(crate) fn try_send(
+        &mut self,
+        frame: &Frame<'_>,
+        signal: &Signal,
+    ) -> Result<bool, NativeError> {
         let len = frame.encoded_len()?;
         let max = self.max_payload();
         if len > max {
@@ -274,7 +294,9 @@ impl Tx {
                     overflow = sink.overflow || sink.written() != len;
                 })?;
                 if overflow {
-                    return Err(NativeError::Protocol("frame encoder wrote a wrong size".into()));
+                    return Err(NativeError::Protocol(
+                        "frame encoder wrote a wrong size".into(),
+                    ));
                 }
                 if wrote {
                     let ring = p.publish();
@@ -317,7 +339,9 @@ impl Tx {
 
     pub(crate) fn set_sleeping(&self, on: bool) {
         if let Tx::Ring(p, _) = self {
-            p.ring().producer_sleeping().store(u32::from(on), Ordering::Relaxed);
+            p.ring()
+                .producer_sleeping()
+                .store(u32::from(on), Ordering::Relaxed);
         }
     }
 }

@@ -137,13 +137,15 @@ pub fn parse_url(url: &str) -> Result<Endpoint, NativeError> {
         url: url.to_owned(),
         reason,
     };
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad("expected scheme://, e.g. shm:///path/native.sock or tcp://host:port"))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        bad("expected scheme://, e.g. shm:///path/native.sock or tcp://host:port")
+    })?;
     match scheme {
         "shm" | "unix" => {
             if !rest.starts_with('/') || rest.len() < 2 {
-                return Err(bad("shm:// needs an absolute socket path, e.g. shm:///var/lib/kascade/native.sock"));
+                return Err(bad(
+                    "shm:// needs an absolute socket path, e.g. shm:///var/lib/kascade/native.sock",
+                ));
             }
             Ok(Endpoint::Shm(PathBuf::from(rest)))
         }
@@ -154,14 +156,17 @@ pub fn parse_url(url: &str) -> Result<Endpoint, NativeError> {
             if host.is_empty() || host.contains('/') {
                 return Err(bad("expected host:port after the scheme"));
             }
-            port.parse::<u16>().map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+            port.parse::<u16>()
+                .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
             if scheme == "tcp" {
                 Ok(Endpoint::Tcp(rest.to_owned()))
             } else {
                 Ok(Endpoint::Rdma(rest.to_owned()))
             }
         }
-        _ => Err(bad("unknown scheme; use shm://, unix://, tcp:// or rdma://")),
+        _ => Err(bad(
+            "unknown scheme; use shm://, unix://, tcp:// or rdma://",
+        )),
     }
 }
 
@@ -171,13 +176,39 @@ mod tests {
 
     #[test]
     fn urls_parse_or_say_why_not() {
-        assert_eq!(parse_url("shm:///tmp/k.sock").unwrap(), Endpoint::Shm("/tmp/k.sock".into()));
-        assert_eq!(parse_url("unix:///tmp/k.sock").unwrap(), Endpoint::Shm("/tmp/k.sock".into()));
-        assert_eq!(parse_url("tcp://127.0.0.1:9093").unwrap(), Endpoint::Tcp("127.0.0.1:9093".into()));
-        assert_eq!(parse_url("tcp://[::1]:9093").unwrap(), Endpoint::Tcp("[::1]:9093".into()));
-        assert_eq!(parse_url("rdma://host:1").unwrap(), Endpoint::Rdma("host:1".into()));
-        for bad in ["", "shm://relative", "tcp://host", "tcp://:1", "tcp://h:99999", "http://x:1", "/tmp/x"] {
-            assert!(matches!(parse_url(bad), Err(NativeError::BadUrl { .. })), "{bad}");
+        assert_eq!(
+            parse_url("shm:///tmp/k.sock").unwrap(),
+            Endpoint::Shm("/tmp/k.sock".into())
+        );
+        assert_eq!(
+            parse_url("unix:///tmp/k.sock").unwrap(),
+            Endpoint::Shm("/tmp/k.sock".into())
+        );
+        assert_eq!(
+            parse_url("tcp://127.0.0.1:9093").unwrap(),
+            Endpoint::Tcp("127.0.0.1:9093".into())
+        );
+        assert_eq!(
+            parse_url("tcp://[::1]:9093").unwrap(),
+            Endpoint::Tcp("[::1]:9093".into())
+        );
+        assert_eq!(
+            parse_url("rdma://host:1").unwrap(),
+            Endpoint::Rdma("host:1".into())
+        );
+        for bad in [
+            "",
+            "shm://relative",
+            "tcp://host",
+            "tcp://:1",
+            "tcp://h:99999",
+            "http://x:1",
+            "/tmp/x",
+        ] {
+            assert!(
+                matches!(parse_url(bad), Err(NativeError::BadUrl { .. })),
+                "{bad}"
+            );
         }
     }
 }

@@ -89,11 +89,17 @@ impl EndpointInfo {
 }
 
 fn verb_err(what: &str) -> NativeError {
-    NativeError::Rdma(format!("{what} failed: {}", std::io::Error::last_os_error()))
+    NativeError::Rdma(format!(
+        "{what} failed: {}",
+        std::io::Error::last_os_error()
+    ))
 }
 
 fn errno_err(what: &str, errno: i32) -> NativeError {
-    NativeError::Rdma(format!("{what} failed: {}", std::io::Error::from_raw_os_error(errno)))
+    NativeError::Rdma(format!(
+        "{what} failed: {}",
+        std::io::Error::from_raw_os_error(errno)
+    ))
 }
 
 /// The verbs objects of one connection, destroyed in reverse order on drop.
@@ -219,7 +225,8 @@ impl Verbs {
                 return Err(verb_err("ibv_reg_mr"));
             }
             let mut port = ffi::ibv_port_attr::default();
-            let rc = ffi::ibv_query_port(v.ctx, PORT, (&mut port as *mut ffi::ibv_port_attr).cast());
+            let rc =
+                ffi::ibv_query_port(v.ctx, PORT, (&mut port as *mut ffi::ibv_port_attr).cast());
             if rc != 0 {
                 return Err(errno_err("ibv_query_port", rc));
             }
@@ -321,12 +328,19 @@ impl Verbs {
 
     /// RDMA-WRITEs `len` bytes at `local_off` of our region to `remote_off`
     /// of the peer's, and waits for the completion.
-    fn write(&mut self, local_off: usize, remote_off: usize, len: usize) -> Result<(), NativeError> {
+    fn write(
+        &mut self,
+        local_off: usize,
+        remote_off: usize,
+        len: usize,
+    ) -> Result<(), NativeError> {
         if len == 0 {
             return Ok(());
         }
         if local_off + len > self.mem.len() {
-            return Err(NativeError::Rdma("a write past the registered region".into()));
+            return Err(NativeError::Rdma(
+                "a write past the registered region".into(),
+            ));
         }
         let mut sge = ffi::ibv_sge {
             addr: self.mem.as_ptr() as u64 + local_off as u64,
@@ -408,7 +422,11 @@ impl PublishHook for Publisher {
             let off = pos % self.capacity;
             let n = (to - pos).min(self.capacity - off);
             // The peer's inbound ring sits at offset 0 of its region.
-            v.write(data + off as usize, ring::HEADER_BYTES + off as usize, n as usize)?;
+            v.write(
+                data + off as usize,
+                ring::HEADER_BYTES + off as usize,
+                n as usize,
+            )?;
             pos += n;
         }
         v.write(self.staging + OFF_TAIL, OFF_TAIL, 8)
@@ -461,7 +479,12 @@ fn establish(stream: TcpStream, capacity: u32, peer_name: String) -> Result<Part
                 capacity: u64::from(capacity),
             })),
         ),
-        signal: Signal::new(Transport::Rdma, EventFd::new(true)?, None, Socket::Tcp(stream)),
+        signal: Signal::new(
+            Transport::Rdma,
+            EventFd::new(true)?,
+            None,
+            Socket::Tcp(stream),
+        ),
         capacity,
         peer_name,
     })
@@ -491,7 +514,10 @@ pub(crate) fn accept(stream: TcpStream, opts: &ServerOptions) -> Result<Parts, N
         let _ = (&stream).write_all(&tcp::record(&refusal.frame())?);
         return Err(e);
     }
-    (&stream).write_all(&tcp::record(&handshake::welcome(capacity, &opts.server_name))?)?;
+    (&stream).write_all(&tcp::record(&handshake::welcome(
+        capacity,
+        &opts.server_name,
+    ))?)?;
     establish(stream, capacity, client_name)
 }
 
@@ -505,7 +531,10 @@ pub(crate) fn connect(addr: &str, opts: &ClientOptions) -> Result<Parts, NativeE
     let stream = tcp::connect_any(addr, opts.connect_timeout)?;
     stream.set_read_timeout(Some(opts.connect_timeout))?;
     stream.set_write_timeout(Some(opts.connect_timeout))?;
-    (&stream).write_all(&tcp::record(&handshake::hello(opts.ring_capacity, &opts.client_name))?)?;
+    (&stream).write_all(&tcp::record(&handshake::hello(
+        opts.ring_capacity,
+        &opts.client_name,
+    ))?)?;
     let welcome = tcp::read_record(&mut &stream, MAX_HANDSHAKE)?;
     let (capacity, server_name) = handshake::check_welcome(&welcome)?;
     establish(stream, capacity, server_name)
@@ -532,7 +561,8 @@ mod tests {
     fn without_a_device_connecting_says_so() {
         // On a host without devices (these CI machines) the error is the
         // documented one; on one with a device, a refused TCP connection.
-        let has_device = std::fs::read_dir("/sys/class/infiniband").is_ok_and(|mut d| d.next().is_some());
+        let has_device =
+            std::fs::read_dir("/sys/class/infiniband").is_ok_and(|mut d| d.next().is_some());
         match connect("127.0.0.1:1", &ClientOptions::default()) {
             Err(NativeError::NoRdmaDevice(msg)) if !has_device => assert_eq!(msg, NO_DEVICE),
             Err(NativeError::Connect(_)) if has_device => {}

@@ -106,15 +106,25 @@ impl std::fmt::Display for Corruption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Corruption::TailBehindHead => f.write_str("the tail is behind the head"),
-            Corruption::TailTooFar => f.write_str("the tail is more than a capacity ahead of the head"),
+            Corruption::TailTooFar => {
+                f.write_str("the tail is more than a capacity ahead of the head")
+            }
             Corruption::UnalignedTail => f.write_str("the tail is not 8-byte aligned"),
             Corruption::HeadAheadOfTail => f.write_str("the head is ahead of the tail"),
-            Corruption::HeadTooFar => f.write_str("the head is more than a capacity behind the tail"),
-            Corruption::BadKind(k) => write!(f, "record kind {k} is neither frame (1) nor padding (2)"),
+            Corruption::HeadTooFar => {
+                f.write_str("the head is more than a capacity behind the tail")
+            }
+            Corruption::BadKind(k) => {
+                write!(f, "record kind {k} is neither frame (1) nor padding (2)")
+            }
             Corruption::RecordPastEnd => f.write_str("a record runs past the end of the data area"),
             Corruption::RecordPastTail => f.write_str("a record runs past the published tail"),
-            Corruption::RecordTooLong => f.write_str("a record is longer than the ring's largest payload"),
-            Corruption::BadPadding => f.write_str("a padding record does not reach the end of the data area"),
+            Corruption::RecordTooLong => {
+                f.write_str("a record is longer than the ring's largest payload")
+            }
+            Corruption::BadPadding => {
+                f.write_str("a padding record does not reach the end of the data area")
+            }
         }
     }
 }
@@ -136,7 +146,8 @@ pub fn max_payload(capacity: u32) -> usize {
 
 /// Checks a capacity: a power of two in `MIN_CAPACITY..=MAX_CAPACITY`.
 pub fn check_capacity(capacity: u64) -> Result<u32, RingError> {
-    if capacity.is_power_of_two() && (MIN_CAPACITY as u64..=MAX_CAPACITY as u64).contains(&capacity) {
+    if capacity.is_power_of_two() && (MIN_CAPACITY as u64..=MAX_CAPACITY as u64).contains(&capacity)
+    {
         Ok(capacity as u32)
     } else {
         Err(RingError::BadCapacity(capacity))
@@ -244,7 +255,7 @@ impl Ring {
         let need = ring_bytes(capacity);
         let have = mem.len().saturating_sub(offset);
         let addr = (mem.as_ptr() as usize).wrapping_add(offset);
-        if have < need || offset > mem.len() || addr % 64 != 0 {
+        if have < need || offset > mem.len() || !addr.is_multiple_of(64) {
             return Err(RingError::RegionTooSmall { need, have });
         }
         // SAFETY: `offset + need <= mem.len()`, checked above.
@@ -260,12 +271,15 @@ impl Ring {
     pub fn create(mem: Arc<Memory>, offset: usize, capacity: u32) -> Result<Ring, RingError> {
         let ring = Ring::place(mem, offset, capacity)?;
         ring.u32_at(OFF_MAGIC).store(MAGIC, Ordering::Relaxed);
-        ring.u32_at(OFF_VERSION).store(RING_VERSION, Ordering::Relaxed);
+        ring.u32_at(OFF_VERSION)
+            .store(RING_VERSION, Ordering::Relaxed);
         ring.u32_at(OFF_CAPACITY).store(capacity, Ordering::Relaxed);
         ring.u64_at(OFF_TAIL).store(0, Ordering::Relaxed);
         ring.u64_at(OFF_HEAD).store(0, Ordering::Relaxed);
-        ring.u32_at(OFF_CONSUMER_SLEEPING).store(0, Ordering::Relaxed);
-        ring.u32_at(OFF_PRODUCER_SLEEPING).store(0, Ordering::Release);
+        ring.u32_at(OFF_CONSUMER_SLEEPING)
+            .store(0, Ordering::Relaxed);
+        ring.u32_at(OFF_PRODUCER_SLEEPING)
+            .store(0, Ordering::Release);
         Ok(ring)
     }
 
@@ -280,7 +294,9 @@ impl Ring {
             return Err(RingError::BadHeader("unknown ring version"));
         }
         if ring.u32_at(OFF_CAPACITY).load(Ordering::Relaxed) != capacity {
-            return Err(RingError::BadHeader("capacity differs from the handshake's"));
+            return Err(RingError::BadHeader(
+                "capacity differs from the handshake's",
+            ));
         }
         Ok(ring)
     }
@@ -443,12 +459,16 @@ impl Producer {
             self.ring
                 .data_u32(off)
                 .store((cap - off) as u32 - RECORD_HEADER as u32, Ordering::Relaxed);
-            self.ring.data_u32(off + 4).store(KIND_PADDING, Ordering::Relaxed);
+            self.ring
+                .data_u32(off + 4)
+                .store(KIND_PADDING, Ordering::Relaxed);
             self.tail += cap - off;
             off = 0;
         }
         self.ring.data_u32(off).store(len as u32, Ordering::Relaxed);
-        self.ring.data_u32(off + 4).store(KIND_FRAME, Ordering::Relaxed);
+        self.ring
+            .data_u32(off + 4)
+            .store(KIND_FRAME, Ordering::Relaxed);
         fill(self.ring.data(off + RECORD_HEADER as u64));
         self.tail += rec;
         Ok(true)
@@ -469,7 +489,9 @@ impl Producer {
         if self.published == self.tail {
             return false;
         }
-        self.ring.u64_at(OFF_TAIL).store(self.tail, Ordering::Release);
+        self.ring
+            .u64_at(OFF_TAIL)
+            .store(self.tail, Ordering::Release);
         self.published = self.tail;
         fence(Ordering::SeqCst);
         self.ring.consumer_sleeping().load(Ordering::Relaxed) != 0
@@ -519,7 +541,7 @@ impl Consumer {
         if t - self.head > u64::from(self.ring.capacity) {
             return Err(corrupt(Corruption::TailTooFar));
         }
-        if t % 8 != 0 {
+        if !t.is_multiple_of(8) {
             return Err(corrupt(Corruption::UnalignedTail));
         }
         self.tail = t;
@@ -624,7 +646,9 @@ impl Consumer {
         // a producer that follows the protocol never writes between head and
         // tail, so the bytes do not change while the view (which borrows
         // `self`, blocking `consume`) lives.
-        Ok(Some(unsafe { std::slice::from_raw_parts(self.ring.data(off), len) }))
+        Ok(Some(unsafe {
+            std::slice::from_raw_parts(self.ring.data(off), len)
+        }))
     }
 
     /// The payload `peek_view` last returned, again (no refresh).
@@ -649,7 +673,9 @@ impl Consumer {
         if self.head == self.read {
             return false;
         }
-        self.ring.u64_at(OFF_HEAD).store(self.read, Ordering::Release);
+        self.ring
+            .u64_at(OFF_HEAD)
+            .store(self.read, Ordering::Release);
         self.head = self.read;
         fence(Ordering::SeqCst);
         self.ring.producer_sleeping().load(Ordering::Relaxed) != 0

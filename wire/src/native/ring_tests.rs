@@ -38,7 +38,10 @@ fn guarded_ring(cap: u32) -> Ring {
     // stay mapped for the life of the test process (a deliberate leak).
     unsafe {
         assert_eq!(libc::mprotect(p.cast(), page, libc::PROT_NONE), 0);
-        assert_eq!(libc::mprotect(p.add(page + mid).cast(), page, libc::PROT_NONE), 0);
+        assert_eq!(
+            libc::mprotect(p.add(page + mid).cast(), page, libc::PROT_NONE),
+            0
+        );
     }
     // SAFETY: `p + page .. + mid` is mapped read-write and owned by this Memory.
     let mem = unsafe { Memory::from_mmap(std::ptr::NonNull::new(p.add(page)).unwrap(), mid) };
@@ -58,11 +61,17 @@ fn records_wrap_around_with_padding_and_arrive_intact() {
     for i in 0..2000 {
         let len = (i * 37) % 700;
         let before = p.tail();
-        assert!(p.try_push(&payload(i, len)).unwrap(), "an empty ring has room");
+        assert!(
+            p.try_push(&payload(i, len)).unwrap(),
+            "an empty ring has room"
+        );
         // More than the record itself was written: a padding record came first.
         if p.tail() - before > (8 + len as u64).next_multiple_of(8) {
             paddings += 1;
-            assert_eq!(p.tail() % u64::from(CAP), (8 + len as u64).next_multiple_of(8));
+            assert_eq!(
+                p.tail() % u64::from(CAP),
+                (8 + len as u64).next_multiple_of(8)
+            );
         }
         p.publish();
         assert!(c.copy_next(&mut buf).unwrap());
@@ -70,7 +79,10 @@ fn records_wrap_around_with_padding_and_arrive_intact() {
         c.release();
         assert!(!c.copy_next(&mut buf).unwrap(), "nothing more");
     }
-    assert!(paddings > 10, "the ring wrapped with padding ({paddings} times)");
+    assert!(
+        paddings > 10,
+        "the ring wrapped with padding ({paddings} times)"
+    );
 }
 
 #[test]
@@ -124,7 +136,10 @@ fn the_largest_payload_always_fits_and_one_more_byte_is_refused() {
     let (mut p, mut c) = (ring.producer(), ring.consumer());
     let max = p.max_payload();
     assert_eq!(max, 2040);
-    assert_eq!(p.try_push(&vec![0; max + 1]), Err(RingError::TooLarge { len: max + 1, max }));
+    assert_eq!(
+        p.try_push(&vec![0; max + 1]),
+        Err(RingError::TooLarge { len: max + 1, max })
+    );
     let mut buf = Vec::new();
     for i in 0..50 {
         let small = payload(i, i * 13 % 300);
@@ -132,7 +147,10 @@ fn the_largest_payload_always_fits_and_one_more_byte_is_refused() {
         p.publish();
         assert!(c.copy_next(&mut buf).unwrap());
         c.release();
-        assert!(p.try_push(&payload(i, max)).unwrap(), "a max record fits in an empty ring at any offset");
+        assert!(
+            p.try_push(&payload(i, max)).unwrap(),
+            "a max record fits in an empty ring at any offset"
+        );
         p.publish();
         assert!(c.copy_next(&mut buf).unwrap());
         assert_eq!(buf, payload(i, max));
@@ -164,7 +182,11 @@ fn zero_copy_view_then_consume() {
     p.try_push(b"world").unwrap();
     p.publish();
     assert_eq!(c.peek_view().unwrap(), Some(&b"hello"[..]));
-    assert_eq!(c.peek_view().unwrap(), Some(&b"hello"[..]), "peek does not consume");
+    assert_eq!(
+        c.peek_view().unwrap(),
+        Some(&b"hello"[..]),
+        "peek does not consume"
+    );
     assert_eq!(c.current_view(), Some(&b"hello"[..]));
     c.consume();
     assert_eq!(c.peek_len().unwrap(), Some(5));
@@ -191,8 +213,14 @@ fn attach_checks_the_header() {
             have: ring_bytes(CAP)
         })
     );
-    assert_eq!(Ring::create(mem.clone(), 0, 5000).err(), Some(RingError::BadCapacity(5000)));
-    Ring::create(mem.clone(), 0, CAP).unwrap().u32_at(4).store(9, Ordering::Relaxed);
+    assert_eq!(
+        Ring::create(mem.clone(), 0, 5000).err(),
+        Some(RingError::BadCapacity(5000))
+    );
+    Ring::create(mem.clone(), 0, CAP)
+        .unwrap()
+        .u32_at(4)
+        .store(9, Ordering::Relaxed);
     assert_eq!(
         Ring::attach(mem, 0, CAP).err(),
         Some(RingError::BadHeader("unknown ring version"))
@@ -219,14 +247,26 @@ fn set_record(ring: &Ring, off: u64, len: u32, kind: u32) {
 fn a_wild_peer_gets_typed_errors_and_no_out_of_bounds_read() {
     use Corruption::*;
     let mut buf = Vec::new();
-    let cases: Vec<(&str, Box<dyn Fn(&Ring, u64)>, Corruption)> = vec![
-        ("tail behind", Box::new(|r, at| r.u64_at(OFF_TAIL).store(at - 8, Ordering::Release)), TailBehindHead),
+    type Wreck = Box<dyn Fn(&Ring, u64)>;
+    let cases: Vec<(&str, Wreck, Corruption)> = vec![
+        (
+            "tail behind",
+            Box::new(|r, at| r.u64_at(OFF_TAIL).store(at - 8, Ordering::Release)),
+            TailBehindHead,
+        ),
         (
             "tail too far",
-            Box::new(|r, at| r.u64_at(OFF_TAIL).store(at + u64::from(CAP) + 8, Ordering::Release)),
+            Box::new(|r, at| {
+                r.u64_at(OFF_TAIL)
+                    .store(at + u64::from(CAP) + 8, Ordering::Release)
+            }),
             TailTooFar,
         ),
-        ("tail unaligned", Box::new(|r, at| r.u64_at(OFF_TAIL).store(at + 13, Ordering::Release)), UnalignedTail),
+        (
+            "tail unaligned",
+            Box::new(|r, at| r.u64_at(OFF_TAIL).store(at + 13, Ordering::Release)),
+            UnalignedTail,
+        ),
         (
             "bad kind",
             Box::new(|r, at| {
@@ -285,7 +325,11 @@ fn a_wild_peer_gets_typed_errors_and_no_out_of_bounds_read() {
         let at = c.position();
         assert_eq!(at, 63 * 64);
         wreck(&ring, at);
-        assert_eq!(c.copy_next(&mut buf), Err(RingError::Corrupt(want)), "{what}");
+        assert_eq!(
+            c.copy_next(&mut buf),
+            Err(RingError::Corrupt(want)),
+            "{what}"
+        );
     }
 }
 
@@ -295,7 +339,10 @@ fn a_wild_head_stops_the_producer() {
     let (mut p, mut c) = (ring.producer(), ring.consumer());
     ring.u64_at(OFF_HEAD).store(64, Ordering::Release);
     // The producer trusts its cached credits until they run out, then re-reads.
-    assert_eq!(p.refresh(), Err(RingError::Corrupt(Corruption::HeadAheadOfTail)));
+    assert_eq!(
+        p.refresh(),
+        Err(RingError::Corrupt(Corruption::HeadAheadOfTail))
+    );
     ring.u64_at(OFF_HEAD).store(0, Ordering::Release);
     advance(&mut p, &mut c, 100, 120);
     ring.u64_at(OFF_HEAD).store(0, Ordering::Release);
@@ -304,7 +351,10 @@ fn a_wild_head_stops_the_producer() {
     ring.u64_at(OFF_HEAD).store(p.tail(), Ordering::Release);
     while p.try_push(&[0; 200]).unwrap() {}
     ring.u64_at(OFF_HEAD).store(u64::MAX, Ordering::Release);
-    assert_eq!(p.try_push(&[0; 200]), Err(RingError::Corrupt(Corruption::HeadAheadOfTail)));
+    assert_eq!(
+        p.try_push(&[0; 200]),
+        Err(RingError::Corrupt(Corruption::HeadAheadOfTail))
+    );
 }
 
 proptest! {
@@ -350,7 +400,13 @@ fn ping_pong(wait: WaitStrategy) {
     let echo = std::thread::spawn(move || {
         let mut buf = Vec::new();
         for _ in 0..N {
-            assert!(b.recv(&mut buf, wait, Some(Instant::now() + Duration::from_secs(60))).unwrap());
+            assert!(b
+                .recv(
+                    &mut buf,
+                    wait,
+                    Some(Instant::now() + Duration::from_secs(60))
+                )
+                .unwrap());
             b.send(&buf, wait).unwrap();
         }
     });
@@ -358,7 +414,13 @@ fn ping_pong(wait: WaitStrategy) {
     for i in 0..N {
         let msg = payload(i, i % 900);
         a.send(&msg, wait).unwrap();
-        assert!(a.recv(&mut buf, wait, Some(Instant::now() + Duration::from_secs(60))).unwrap());
+        assert!(a
+            .recv(
+                &mut buf,
+                wait,
+                Some(Instant::now() + Duration::from_secs(60))
+            )
+            .unwrap());
         assert_eq!(buf, msg);
     }
     echo.join().unwrap();
@@ -373,7 +435,13 @@ fn stream_with_backpressure(wait: WaitStrategy) {
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
         for i in 0..N {
-            assert!(b.recv(&mut buf, wait, Some(Instant::now() + Duration::from_secs(60))).unwrap());
+            assert!(b
+                .recv(
+                    &mut buf,
+                    wait,
+                    Some(Instant::now() + Duration::from_secs(60))
+                )
+                .unwrap());
             assert_eq!(buf, payload(i, i % 1500));
             if i % 500 == 0 {
                 std::thread::sleep(Duration::from_millis(5));
@@ -416,7 +484,17 @@ fn a_receive_times_out_when_nothing_comes() {
     let pair = ShmPair::create(CAP).unwrap();
     let mut a = pair.end(Side::A).unwrap();
     let mut buf = Vec::new();
-    for wait in [WaitStrategy::Block, WaitStrategy::SpinThenPark { spin_us: 10 }, WaitStrategy::BusyPoll] {
-        assert!(!a.recv(&mut buf, wait, Some(Instant::now() + Duration::from_millis(20))).unwrap());
+    for wait in [
+        WaitStrategy::Block,
+        WaitStrategy::SpinThenPark { spin_us: 10 },
+        WaitStrategy::BusyPoll,
+    ] {
+        assert!(!a
+            .recv(
+                &mut buf,
+                wait,
+                Some(Instant::now() + Duration::from_millis(20))
+            )
+            .unwrap());
     }
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use super::frame::Frame;
 use super::link::{Rx, Signal, Tx};
-use super::wait::{wait_until, Waitable, WaitStrategy};
+use super::wait::{wait_until, WaitStrategy, Waitable};
 use super::{parse_url, shm, tcp, Endpoint, NativeError, Transport};
 
 /// The broker's settings for native connections.
@@ -284,7 +284,11 @@ impl ServerConnection {
 
     /// Like [`try_recv`](Self::try_recv), waiting per the strategy up to
     /// `deadline`; false when the deadline passed.
-    pub fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<bool, NativeError> {
+    pub fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<bool, NativeError> {
         loop {
             if self.try_recv(buf)? {
                 return Ok(true);
@@ -306,7 +310,11 @@ impl ServerConnection {
     /// Sends a frame, waiting per the strategy for credits up to `deadline`:
     /// `Timeout` when the client does not make room in time, `Closed` when it
     /// dies, so a dead or stuck client never hangs the broker thread.
-    pub fn send(&mut self, frame: &Frame<'_>, deadline: Option<Instant>) -> Result<(), NativeError> {
+    pub fn send(
+        &mut self,
+        frame: &Frame<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<(), NativeError> {
         let len = frame.encoded_len()?;
         loop {
             if self.try_send(frame)? {
@@ -337,7 +345,11 @@ impl ServerConnection {
     /// Waits per the strategy for what `interest` names, a [`Waker`], or
     /// `deadline`. Flushes queued TCP bytes first. `Closed` when the client
     /// has gone (its socket hung up, even if it was SIGKILLed).
-    pub fn wait(&mut self, interest: Interest, deadline: Option<Instant>) -> Result<Ready, NativeError> {
+    pub fn wait(
+        &mut self,
+        interest: Interest,
+        deadline: Option<Instant>,
+    ) -> Result<Ready, NativeError> {
         lock(&self.tx).flush()?;
         let mut w = AnyWait {
             rx: &mut self.rx,

@@ -25,7 +25,7 @@ use super::ring::{self, Consumer, Memory, Producer, Ring};
 use super::server::ServerOptions;
 use super::sys::{self, EventFd};
 use super::tcp;
-use super::wait::{wait_until, Waitable, WaitStrategy};
+use super::wait::{wait_until, WaitStrategy, Waitable};
 use super::{NativeError, Transport};
 
 /// Bytes of the memfd holding two rings of `capacity`.
@@ -66,7 +66,12 @@ pub(crate) fn accept(stream: UnixStream, opts: &ServerOptions) -> Result<Parts, 
     Ok(Parts {
         rx: Rx::Ring(requests.consumer(), None),
         tx: Tx::Ring(responses.producer(), None),
-        signal: Signal::new(Transport::Shm, to_broker, Some(to_client), Socket::Unix(stream)),
+        signal: Signal::new(
+            Transport::Shm,
+            to_broker,
+            Some(to_client),
+            Socket::Unix(stream),
+        ),
         capacity,
         peer_name: client_name,
     })
@@ -76,7 +81,10 @@ pub(crate) fn accept(stream: UnixStream, opts: &ServerOptions) -> Result<Parts, 
 pub(crate) fn connect(path: &Path, opts: &ClientOptions) -> Result<Parts, NativeError> {
     handshake::check_host()?;
     let stream = UnixStream::connect(path).map_err(|e| {
-        NativeError::Connect(format!("cannot connect to the broker's socket {}: {e}", path.display()))
+        NativeError::Connect(format!(
+            "cannot connect to the broker's socket {}: {e}",
+            path.display()
+        ))
     })?;
     stream.set_read_timeout(Some(opts.connect_timeout))?;
     stream.set_write_timeout(Some(opts.connect_timeout))?;
@@ -85,12 +93,13 @@ pub(crate) fn connect(path: &Path, opts: &ClientOptions) -> Result<Parts, Native
     let mut fds = Vec::new();
     let welcome = read_record_with_fds(&stream, &mut fds, Instant::now() + opts.connect_timeout)?;
     let (capacity, server_name) = handshake::check_welcome(&welcome)?;
-    let [memfd, to_broker, to_client]: [OwnedFd; 3] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-        NativeError::Handshake(format!(
-            "Welcome carried {} file descriptors; want 3 (memfd, two eventfds)",
-            fds.len()
-        ))
-    })?;
+    let [memfd, to_broker, to_client]: [OwnedFd; 3] =
+        fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+            NativeError::Handshake(format!(
+                "Welcome carried {} file descriptors; want 3 (memfd, two eventfds)",
+                fds.len()
+            ))
+        })?;
     let len = region_bytes(capacity);
     let size = sys::fd_size(&memfd)?;
     if size < len as u64 {
@@ -132,7 +141,12 @@ fn read_record_with_fds(
     Ok(body)
 }
 
-fn fill(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>, deadline: Instant) -> Result<(), NativeError> {
+fn fill(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    deadline: Instant,
+) -> Result<(), NativeError> {
     let mut at = 0;
     while at < buf.len() {
         if Instant::now() >= deadline {
@@ -141,13 +155,20 @@ fn fill(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>, deadline: I
         match sys::recv_with_fds(stream.as_raw_fd(), &mut buf[at..], fds) {
             Ok(0) => return Err(NativeError::Closed),
             Ok(n) => at += n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(NativeError::Timeout)
             }
             Err(e) => return Err(e.into()),
         }
         if fds.len() > 3 {
-            return Err(NativeError::Handshake("the broker sent too many file descriptors".into()));
+            return Err(NativeError::Handshake(
+                "the broker sent too many file descriptors".into(),
+            ));
         }
     }
     Ok(())
@@ -209,7 +230,12 @@ impl ShmPair {
     /// # Safety
     /// The three numbers must be open descriptors this process owns from now
     /// on: the memfd of a pair of this `capacity` and its two eventfds.
-    pub unsafe fn from_raw_fds(memfd: RawFd, efd_a: RawFd, efd_b: RawFd, capacity: u32) -> Result<ShmPair, NativeError> {
+    pub unsafe fn from_raw_fds(
+        memfd: RawFd,
+        efd_a: RawFd,
+        efd_b: RawFd,
+        capacity: u32,
+    ) -> Result<ShmPair, NativeError> {
         // SAFETY: the caller hands these descriptors over to us.
         let (memfd, a, b) = unsafe {
             (
@@ -221,7 +247,9 @@ impl ShmPair {
         let capacity = ring::check_capacity(u64::from(capacity))?;
         let len = region_bytes(capacity);
         if sys::fd_size(&memfd)? < len as u64 {
-            return Err(NativeError::Handshake("the memfd is smaller than two rings".into()));
+            return Err(NativeError::Handshake(
+                "the memfd is smaller than two rings".into(),
+            ));
         }
         let mem = Arc::new(sys::mmap_shared(&memfd, len)?);
         Ring::attach(mem.clone(), 0, capacity)?;
@@ -245,7 +273,11 @@ impl ShmPair {
 
     /// `[memfd, eventfd A, eventfd B]`, to hand to a child process.
     pub fn raw_fds(&self) -> [RawFd; 3] {
-        [self.memfd.as_raw_fd(), self.efd_a.raw_fd(), self.efd_b.raw_fd()]
+        [
+            self.memfd.as_raw_fd(),
+            self.efd_a.raw_fd(),
+            self.efd_b.raw_fd(),
+        ]
     }
 
     /// Each ring's capacity.
@@ -256,7 +288,11 @@ impl ShmPair {
     /// One end: its producer, consumer and doorbells. Take one end per process (or thread).
     pub fn end(&self, side: Side) -> Result<ShmEnd, NativeError> {
         let a = Ring::attach(self.mem.clone(), 0, self.capacity)?;
-        let b = Ring::attach(self.mem.clone(), ring::ring_bytes(self.capacity), self.capacity)?;
+        let b = Ring::attach(
+            self.mem.clone(),
+            ring::ring_bytes(self.capacity),
+            self.capacity,
+        )?;
         let (out, inp, own, peer) = match side {
             Side::A => (a, b, self.efd_a.clone(), self.efd_b.clone()),
             Side::B => (b, a, self.efd_b.clone(), self.efd_a.clone()),
@@ -339,7 +375,12 @@ impl ShmEnd {
 
     /// Receives one payload into `buf`, waiting per `wait` up to `deadline`;
     /// false on timeout.
-    pub fn recv(&mut self, buf: &mut Vec<u8>, wait: WaitStrategy, deadline: Option<Instant>) -> Result<bool, NativeError> {
+    pub fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        wait: WaitStrategy,
+        deadline: Option<Instant>,
+    ) -> Result<bool, NativeError> {
         loop {
             if self.rx.copy_next(buf)? {
                 if self.rx.release() {

@@ -82,7 +82,8 @@ pub fn memfd(len: usize, cloexec: bool) -> io::Result<OwnedFd> {
     let fd = check(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
     // SAFETY: `fd` is a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: plain syscall on our descriptor.
     check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
     Ok(fd)
@@ -154,7 +155,7 @@ pub fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()>
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         if sent == 0 && !fds.is_empty() {
-            let data_len = fds.len() * mem::size_of::<RawFd>();
+            let data_len = mem::size_of_val(fds);
             msg.msg_control = control.as_mut_ptr().cast();
             // SAFETY: arithmetic only.
             msg.msg_controllen = unsafe { libc::CMSG_SPACE(data_len as u32) } as _;
@@ -260,7 +261,9 @@ pub fn poll2(
         tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
     });
-    let tsp = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
+    let tsp = ts
+        .as_ref()
+        .map_or(ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `fds` and `ts` are live locals for the call.
     let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, tsp, ptr::null()) };
     if rc < 0 {

@@ -286,14 +286,20 @@ pub(crate) fn connect(addr: &str, opts: &ClientOptions) -> Result<Parts, NativeE
     let stream = connect_any(addr, opts.connect_timeout)?;
     stream.set_read_timeout(Some(opts.connect_timeout))?;
     stream.set_write_timeout(Some(opts.connect_timeout))?;
-    (&stream).write_all(&record(&handshake::hello(opts.ring_capacity, &opts.client_name))?)?;
+    (&stream).write_all(&record(&handshake::hello(
+        opts.ring_capacity,
+        &opts.client_name,
+    ))?)?;
     let welcome = read_record(&mut &stream, MAX_HANDSHAKE)?;
     let (capacity, server_name) = handshake::check_welcome(&welcome)?;
     finish(stream, capacity, server_name, EventFd::new(true)?)
 }
 
 /// Connects to the first address of `addr` that answers.
-pub(crate) fn connect_any(addr: &str, timeout: std::time::Duration) -> Result<TcpStream, NativeError> {
+pub(crate) fn connect_any(
+    addr: &str,
+    timeout: std::time::Duration,
+) -> Result<TcpStream, NativeError> {
     let mut last = None;
     for a in addr
         .to_socket_addrs()
@@ -310,7 +316,12 @@ pub(crate) fn connect_any(addr: &str, timeout: std::time::Duration) -> Result<Tc
     }))
 }
 
-fn finish(stream: TcpStream, capacity: u32, peer_name: String, own: EventFd) -> Result<Parts, NativeError> {
+fn finish(
+    stream: TcpStream,
+    capacity: u32,
+    peer_name: String,
+    own: EventFd,
+) -> Result<Parts, NativeError> {
     stream.set_read_timeout(None)?;
     stream.set_write_timeout(None)?;
     stream.set_nodelay(true)?;

@@ -58,8 +58,9 @@ impl FromStr for WaitStrategy {
                 .map_err(|_| format!("bad spin time {us:?}: want microseconds"))?;
             return Ok(WaitStrategy::SpinThenPark { spin_us });
         }
-        WaitStrategy::from_name(s, 50)
-            .ok_or_else(|| format!("unknown wait strategy {s:?}: want block, spin, spin:<us> or busy"))
+        WaitStrategy::from_name(s, 50).ok_or_else(|| {
+            format!("unknown wait strategy {s:?}: want block, spin, spin:<us> or busy")
+        })
     }
 }
 
@@ -116,7 +117,7 @@ pub fn wait_until(
                 return Ok(true);
             }
             i = i.wrapping_add(1);
-            if i % CLOCK_EVERY == 0 {
+            if i.is_multiple_of(CLOCK_EVERY) {
                 let now = Instant::now();
                 if deadline.is_some_and(|d| now >= d) {
                     return Ok(false);
@@ -164,9 +165,18 @@ mod tests {
     fn strategies_parse_from_flags() {
         assert_eq!("block".parse(), Ok(WaitStrategy::Block));
         assert_eq!("busy".parse(), Ok(WaitStrategy::BusyPoll));
-        assert_eq!("spin".parse(), Ok(WaitStrategy::SpinThenPark { spin_us: 50 }));
-        assert_eq!("spin:7".parse(), Ok(WaitStrategy::SpinThenPark { spin_us: 7 }));
+        assert_eq!(
+            "spin".parse(),
+            Ok(WaitStrategy::SpinThenPark { spin_us: 50 })
+        );
+        assert_eq!(
+            "spin:7".parse(),
+            Ok(WaitStrategy::SpinThenPark { spin_us: 7 })
+        );
         assert!("nap".parse::<WaitStrategy>().is_err());
-        assert_eq!(WaitStrategy::from_name("spin", 3), Some(WaitStrategy::SpinThenPark { spin_us: 3 }));
+        assert_eq!(
+            WaitStrategy::from_name("spin", 3),
+            Some(WaitStrategy::SpinThenPark { spin_us: 3 })
+        );
     }
 }

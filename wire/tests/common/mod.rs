@@ -14,10 +14,20 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-use kascade_wire::native::frame::{self, error_code, Ack, Body, ErrorFrame, Frame, GetAt, KeyInfo, Notify, Seq};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kascade_wire::native::frame::{
+    self, error_code, Ack, Body, ErrorFrame, Frame, GetAt, KeyInfo, Notify, Seq,
+};
 use kascade_wire::native::server::Interest;
 use kascade_wire::native::{Listener, NativeError, ServerConnection, ServerOptions, Waker};
+
+/// A record to store: key, value, headers.
+pub type TestRecord<'a> = (Option<&'a [u8]>, &'a [u8], Vec<(&'a str, Option<&'a [u8]>)>);
+
+/// One stored K/V version: (version, seq, timestamp_us, value).
+type Version = (u64, u64, u64, Vec<u8>);
 
 /// One stored batch.
 #[derive(Clone)]
@@ -30,7 +40,7 @@ struct Stored {
 #[derive(Default)]
 struct State {
     logs: HashMap<(String, i32), Vec<Stored>>,
-    kv: BTreeMap<String, Vec<(u64, u64, u64, Vec<u8>)>>,
+    kv: BTreeMap<String, Vec<Version>>,
     version: u64,
     wakers: Vec<Waker>,
     /// Connections served so far that have ended, with how they ended.
@@ -45,14 +55,17 @@ fn log_end(log: &[Stored]) -> i64 {
 }
 
 /// Encodes records `(key, value, headers)` as one v2 batch at `base`.
-pub fn encode_batch(base: i64, records: &[(Option<&[u8]>, &[u8], Vec<(&str, Option<&[u8]>)>)], compression: Compression) -> Vec<u8> {
+pub fn encode_batch(base: i64, records: &[TestRecord<'_>], compression: Compression) -> Vec<u8> {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (k, v, hs))| {
             let mut headers = IndexMap::new();
             for (n, hv) in hs {
-                headers.insert(StrBytes::from_string(n.to_string()), hv.map(Bytes::copy_from_slice));
+                headers.insert(
+                    StrBytes::from_string(n.to_string()),
+                    hv.map(Bytes::copy_from_slice),
+                );
             }
             Record {
                 transactional: false,
@@ -72,7 +85,15 @@ pub fn encode_batch(base: i64, records: &[(Option<&[u8]>, &[u8], Vec<(&str, Opti
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
     buf.to_vec()
 }
 
@@ -91,7 +112,9 @@ impl ToyServer {
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
         let accept = std::thread::spawn(move || loop {
-            let Ok(incoming) = listener.accept() else { return };
+            let Ok(incoming) = listener.accept() else {
+                return;
+            };
             let st = st.clone();
             let opts = opts.clone();
             std::thread::spawn(move || {
@@ -126,7 +149,13 @@ impl ToyServer {
     }
 
     /// Appends one batch of `records` (as a Kafka producer would) and wakes subscribers.
-    pub fn append(&self, topic: &str, partition: i32, records: &[(Option<&[u8]>, &[u8], Vec<(&str, Option<&[u8]>)>)], compression: Compression) -> i64 {
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[TestRecord<'_>],
+        compression: Compression,
+    ) -> i64 {
         let mut st = self.state.lock().unwrap();
         let base = append(&mut st, topic, partition, records, compression);
         wake_all(&mut st);
@@ -134,7 +163,13 @@ impl ToyServer {
     }
 }
 
-fn append(st: &mut State, topic: &str, partition: i32, records: &[(Option<&[u8]>, &[u8], Vec<(&str, Option<&[u8]>)>)], compression: Compression) -> i64 {
+fn append(
+    st: &mut State,
+    topic: &str,
+    partition: i32,
+    records: &[TestRecord<'_>],
+    compression: Compression,
+) -> i64 {
     let log = st.logs.entry((topic.to_string(), partition)).or_default();
     let base = log_end(log);
     log.push(Stored {
@@ -172,27 +207,57 @@ fn serve(mut conn: ServerConnection, st: &Mutex<State>) -> Result<(), NativeErro
                 Body::Publish(p) => {
                     let partition = if p.partition < 0 { 0 } else { p.partition };
                     if partition >= PARTITIONS || p.topic.starts_with("missing") {
-                        conn.send(&reply(error_code::UNKNOWN_TOPIC_OR_PARTITION, "no such topic or partition"), deadline())?;
+                        conn.send(
+                            &reply(
+                                error_code::UNKNOWN_TOPIC_OR_PARTITION,
+                                "no such topic or partition",
+                            ),
+                            deadline(),
+                        )?;
                         continue;
                     }
-                    let headers: Vec<(&str, Option<&[u8]>)> = p.headers.iter().map(|h| (h.name, h.value)).collect();
-                    let compression = if p.topic.starts_with("lz4") { Compression::Lz4 } else { Compression::None };
+                    let headers: Vec<(&str, Option<&[u8]>)> =
+                        p.headers.iter().map(|h| (h.name, h.value)).collect();
+                    let compression = if p.topic.starts_with("lz4") {
+                        Compression::Lz4
+                    } else {
+                        Compression::None
+                    };
                     let base = {
                         let mut s = st.lock().unwrap();
-                        let base = append(&mut s, p.topic, partition, &[(p.key, p.value, headers)], compression);
+                        let base = append(
+                            &mut s,
+                            p.topic,
+                            partition,
+                            &[(p.key, p.value, headers)],
+                            compression,
+                        );
                         wake_all(&mut s);
                         base
                     };
-                    let ack = Ack { partition, offset: base, version: base as u64, timestamp: 1_700_000_000_000 + base };
+                    let ack = Ack {
+                        partition,
+                        offset: base,
+                        version: base as u64,
+                        timestamp: 1_700_000_000_000 + base,
+                    };
                     conn.send(&Frame::new(id, Body::Ack(ack)), deadline())?;
                 }
                 Body::Subscribe(s) => {
-                    let parts: Vec<i32> = if s.partitions.is_empty() { (0..PARTITIONS).collect() } else { s.partitions.iter().collect() };
+                    let parts: Vec<i32> = if s.partitions.is_empty() {
+                        (0..PARTITIONS).collect()
+                    } else {
+                        s.partitions.iter().collect()
+                    };
                     let mut next = Vec::new();
                     {
                         let st = st.lock().unwrap();
                         for p in parts {
-                            let log = st.logs.get(&(s.topic.to_string(), p)).map(Vec::as_slice).unwrap_or_default();
+                            let log = st
+                                .logs
+                                .get(&(s.topic.to_string(), p))
+                                .map(Vec::as_slice)
+                                .unwrap_or_default();
                             let start = match s.from {
                                 -2 => log.first().map_or(0, |b| b.base),
                                 -1 => log_end(log),
@@ -201,12 +266,32 @@ fn serve(mut conn: ServerConnection, st: &Mutex<State>) -> Result<(), NativeErro
                             next.push((p, start));
                         }
                     }
-                    conn.send(&Frame::new(id, Body::SubscribeOk(Seq::Slice(&next))), deadline())?;
-                    subs.insert(id, Sub { topic: s.topic.to_string(), next });
+                    conn.send(
+                        &Frame::new(id, Body::SubscribeOk(Seq::Slice(&next))),
+                        deadline(),
+                    )?;
+                    subs.insert(
+                        id,
+                        Sub {
+                            topic: s.topic.to_string(),
+                            next,
+                        },
+                    );
                 }
                 Body::Unsubscribe => {
                     subs.remove(&id);
-                    conn.send(&Frame::new(id, Body::Ack(Ack { partition: -1, offset: 0, version: 0, timestamp: 0 })), deadline())?;
+                    conn.send(
+                        &Frame::new(
+                            id,
+                            Body::Ack(Ack {
+                                partition: -1,
+                                offset: 0,
+                                version: 0,
+                                timestamp: 0,
+                            }),
+                        ),
+                        deadline(),
+                    )?;
                 }
                 Body::Put(kv) | Body::Trigger(kv) => {
                     let mut s = st.lock().unwrap();
@@ -215,10 +300,20 @@ fn serve(mut conn: ServerConnection, st: &Mutex<State>) -> Result<(), NativeErro
                     let entry = s.kv.entry(kv.key.to_string()).or_default();
                     let seq = entry.len() as u64;
                     if matches!(f.body, Body::Put(_)) {
-                        entry.push((version, seq, 1_700_000_000_000_000 + version, kv.value.to_vec()));
+                        entry.push((
+                            version,
+                            seq,
+                            1_700_000_000_000_000 + version,
+                            kv.value.to_vec(),
+                        ));
                     }
                     drop(s);
-                    let ack = Ack { partition: -1, offset: seq as i64, version, timestamp: 1_700_000_000_000_000 + version as i64 };
+                    let ack = Ack {
+                        partition: -1,
+                        offset: seq as i64,
+                        version,
+                        timestamp: 1_700_000_000_000_000 + version as i64,
+                    };
                     conn.send(&Frame::new(id, Body::Ack(ack)), deadline())?;
                 }
                 Body::Get(g) => {
@@ -232,7 +327,14 @@ fn serve(mut conn: ServerConnection, st: &Mutex<State>) -> Result<(), NativeErro
                     let frame = match found {
                         Some((version, seq, ts, value)) => Frame::new(
                             id,
-                            Body::Object(frame::Object { version: *version, seq: *seq, count: 1, timestamp_us: *ts, key: g.key, value }),
+                            Body::Object(frame::Object {
+                                version: *version,
+                                seq: *seq,
+                                count: 1,
+                                timestamp_us: *ts,
+                                key: g.key,
+                                value,
+                            }),
                         ),
                         None => reply(error_code::NOT_FOUND, "no such object"),
                     };
@@ -240,12 +342,15 @@ fn serve(mut conn: ServerConnection, st: &Mutex<State>) -> Result<(), NativeErro
                 }
                 Body::List(prefix) => {
                     let s = st.lock().unwrap();
-                    let keys: Vec<KeyInfo<'_>> = s
-                        .kv
-                        .range(prefix.to_string()..)
-                        .take_while(|(k, _)| k.starts_with(prefix))
-                        .map(|(k, vs)| KeyInfo { key: k, start_seq: 0, next_seq: vs.len() as u64 })
-                        .collect();
+                    let keys: Vec<KeyInfo<'_>> =
+                        s.kv.range(prefix.to_string()..)
+                            .take_while(|(k, _)| k.starts_with(prefix))
+                            .map(|(k, vs)| KeyInfo {
+                                key: k,
+                                start_seq: 0,
+                                next_seq: vs.len() as u64,
+                            })
+                            .collect();
                     conn.send(&Frame::new(id, Body::Keys(Seq::Slice(&keys))), deadline())?;
                 }
                 Body::Bye => return Ok(()),
@@ -270,7 +375,12 @@ fn serve(mut conn: ServerConnection, st: &Mutex<State>) -> Result<(), NativeErro
             }
         }
         for (sid, p, b) in pushes {
-            let notify = Notify { partition: p, record_count: b.count, base_offset: b.base, batch: &b.bytes };
+            let notify = Notify {
+                partition: p,
+                record_count: b.count,
+                base_offset: b.base,
+                batch: &b.bytes,
+            };
             conn.send(&Frame::new(sid, Body::Notify(notify)), deadline())?;
             if let Some(sub) = subs.get_mut(&sid) {
                 for n in &mut sub.next {

@@ -120,7 +120,9 @@ impl Cursor {
         if !subs.contains_key(&f.id) {
             return Ok(Err(bufs));
         }
-        if batch.len() >= HEADER_BYTES && i16::from_be_bytes([batch[21], batch[22]]) & ATTR_CONTROL != 0 {
+        if batch.len() >= HEADER_BYTES
+            && i16::from_be_bytes([batch[21], batch[22]]) & ATTR_CONTROL != 0
+        {
             return Ok(Err(bufs));
         }
         let records = BatchRecords::parse(batch).map_err(malformed)?;
@@ -133,11 +135,16 @@ impl Cursor {
                     timestamp: r.timestamp_ms,
                     key: r.key.map(<[u8]>::to_vec),
                     value: r.value.map(<[u8]>::to_vec),
-                    headers: r.headers().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect(),
+                    headers: r
+                        .headers()
+                        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                        .collect(),
                 });
                 continue;
             }
-            let at = |part: &[u8]| range_in(batch, part).ok_or_else(|| malformed("a record outside its batch"));
+            let at = |part: &[u8]| {
+                range_in(batch, part).ok_or_else(|| malformed("a record outside its batch"))
+            };
             let first_header = bufs.headers.len();
             for (name, value) in r.headers() {
                 bufs.headers.push(HeaderSpan {
@@ -245,7 +252,9 @@ impl<'a> Delivery<'a> {
 
     fn batch(&self) -> &[u8] {
         match self.cursor() {
-            Some(c) => source_bytes(&c.source, &self.client.rx).get(c.batch.clone()).unwrap_or_default(),
+            Some(c) => source_bytes(&c.source, &self.client.rx)
+                .get(c.batch.clone())
+                .unwrap_or_default(),
             None => &[],
         }
     }

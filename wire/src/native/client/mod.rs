@@ -15,13 +15,13 @@ use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-pub use delivery::{Delivery, DeliveryHeaders};
 use delivery::{Bufs, Cursor, Source};
+pub use delivery::{Delivery, DeliveryHeaders};
 
 use super::frame::{self, error_code, Ack, Body, Frame, GetAt, Headers, KeyValue, Seq};
 use super::handshake::Parts;
 use super::link::{Rx, Signal, Tx};
-use super::wait::{wait_until, Waitable, WaitStrategy};
+use super::wait::{wait_until, WaitStrategy, Waitable};
 use super::{parse_url, shm, tcp, Endpoint, NativeError, Transport};
 
 /// How a client connects and waits.
@@ -355,10 +355,7 @@ impl Client {
         while let Some(&id) = self.outstanding.front() {
             let answer = match self.done.remove(&id) {
                 Some(a) => a,
-                None => match self.answer(id) {
-                    Ok(a) => a,
-                    Err(e) => return Err(e),
-                },
+                None => self.answer(id)?,
             };
             self.outstanding.pop_front();
             match answer.published() {
@@ -376,7 +373,12 @@ impl Client {
 
     /// Subscribes to `partitions` of `topic` (empty = all) from `from`.
     /// Records arrive through [`Client::next_record`].
-    pub fn subscribe(&mut self, topic: &str, partitions: &[i32], from: Offset) -> Result<Subscription, NativeError> {
+    pub fn subscribe(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        from: Offset,
+    ) -> Result<Subscription, NativeError> {
         let id = self.take_id();
         let frame = Frame::new(
             id,
@@ -457,7 +459,10 @@ impl Client {
     /// The next record pushed to any subscription, in offset order per
     /// partition; waits up to `timeout` (`None`: forever), `Ok(None)` when it
     /// passes. The delivery borrows the client: drop it before the next call.
-    pub fn next_record(&mut self, timeout: Option<Duration>) -> Result<Option<Delivery<'_>>, NativeError> {
+    pub fn next_record(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Delivery<'_>>, NativeError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(c) = self.cursor.as_mut() {
@@ -608,7 +613,9 @@ impl Client {
             self.rx.consume(&self.signal)?;
             if fid == id {
                 return answer.ok_or_else(|| {
-                    NativeError::Protocol(format!("request {id} was answered with a frame that is not an answer"))
+                    NativeError::Protocol(format!(
+                        "request {id} was answered with a frame that is not an answer"
+                    ))
                 });
             }
             self.file_answer(fid, answer);

@@ -80,7 +80,9 @@ impl Sink for RawSink {
         // SAFETY: `at + bytes.len() <= len` (checked above) and the caller of
         // `new` promised `ptr..ptr+len` is writable; `bytes` is our own memory,
         // so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.at), bytes.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.at), bytes.len())
+        };
         self.at += bytes.len();
     }
 }
@@ -158,7 +160,10 @@ impl<'a> Reader<'a> {
     }
 
     /// `i32 len` (-1 = null) + bytes.
-    pub(crate) fn nullable_bytes(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, FrameError> {
+    pub(crate) fn nullable_bytes(
+        &mut self,
+        what: &'static str,
+    ) -> Result<Option<&'a [u8]>, FrameError> {
         let len = self.i32(what)?;
         match len {
             -1 => Ok(None),
@@ -420,7 +425,9 @@ impl<'a, T: Element<'a>> Seq<'a, T> {
     pub(crate) fn encoded_len(&self) -> Result<usize, FrameError> {
         match self {
             Seq::Encoded { bytes, .. } => Ok(bytes.len()),
-            Seq::Slice(items) => items.iter().try_fold(0usize, |n, e| Ok(n + e.encoded_len()?)),
+            Seq::Slice(items) => items
+                .iter()
+                .try_fold(0usize, |n, e| Ok(n + e.encoded_len()?)),
         }
     }
 }

@@ -12,11 +12,9 @@ mod codec;
 #[cfg(test)]
 mod tests;
 
-pub use codec::{Element, Header, Headers, KeyInfo, Reader, Seq, SeqIter, Sink};
 pub(crate) use codec::RawSink;
-use codec::{
-    aligned_len, check_bytes, check_count, check_str, put_aligned, put_nullable, put_str,
-};
+use codec::{aligned_len, check_bytes, check_count, check_str, put_aligned, put_nullable, put_str};
+pub use codec::{Element, Header, Headers, KeyInfo, Reader, Seq, SeqIter, Sink};
 
 /// Size of every frame's header.
 pub const HEADER_LEN: usize = 16;

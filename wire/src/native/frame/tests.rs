@@ -8,7 +8,14 @@ use super::*;
 enum Owned {
     Hello(u16, u16, u8, u32, String),
     Welcome(u16, u8, u8, u32, u32, String),
-    Publish(i32, i64, String, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>, Vec<u8>),
+    Publish(
+        i32,
+        i64,
+        String,
+        Option<Vec<u8>>,
+        Vec<(String, Option<Vec<u8>>)>,
+        Vec<u8>,
+    ),
     Subscribe(i64, String, Vec<i32>),
     Unsubscribe,
     Put(String, Vec<u8>),
@@ -35,9 +42,22 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
 
 fn owned() -> impl Strategy<Value = Owned> {
     prop_oneof![
-        (any::<u16>(), any::<u16>(), any::<u8>(), any::<u32>(), text())
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u8>(),
+            any::<u32>(),
+            text()
+        )
             .prop_map(|(a, b, c, d, e)| Owned::Hello(a, b, c, d, e)),
-        (any::<u16>(), any::<u8>(), any::<u8>(), any::<u32>(), any::<u32>(), text())
+        (
+            any::<u16>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u32>(),
+            any::<u32>(),
+            text()
+        )
             .prop_map(|(a, b, c, d, e, f)| Owned::Welcome(a, b, c, d, e, f)),
         (
             any::<i32>(),
@@ -48,11 +68,19 @@ fn owned() -> impl Strategy<Value = Owned> {
             bytes()
         )
             .prop_map(|(a, b, c, d, e, f)| Owned::Publish(a, b, c, d, e, f)),
-        (any::<i64>(), text(), proptest::collection::vec(any::<i32>(), 0..6))
+        (
+            any::<i64>(),
+            text(),
+            proptest::collection::vec(any::<i32>(), 0..6)
+        )
             .prop_map(|(a, b, c)| Owned::Subscribe(a, b, c)),
         Just(Owned::Unsubscribe),
         (text(), bytes()).prop_map(|(a, b)| Owned::Put(a, b)),
-        (0u8..4, any::<u64>(), text()).prop_map(|(a, b, c)| Owned::Get(a, if a == 0 { 0 } else { b }, c)),
+        (0u8..4, any::<u64>(), text()).prop_map(|(a, b, c)| Owned::Get(
+            a,
+            if a == 0 { 0 } else { b },
+            c
+        )),
         (text(), bytes()).prop_map(|(a, b)| Owned::Trigger(a, b)),
         text().prop_map(Owned::List),
         Just(Owned::Release),
@@ -62,7 +90,14 @@ fn owned() -> impl Strategy<Value = Owned> {
         (any::<i32>(), any::<u32>(), any::<i64>(), bytes())
             .prop_map(|(a, b, c, d)| Owned::Notify(a, b, c, d)),
         (any::<u16>(), text()).prop_map(|(a, b)| Owned::Error(a, b)),
-        (any::<u64>(), any::<u64>(), any::<u32>(), any::<u64>(), text(), bytes())
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            text(),
+            bytes()
+        )
             .prop_map(|(a, b, c, d, e, f)| Owned::Object(a, b, c, d, e, f)),
         proptest::collection::vec((text(), any::<u64>(), any::<u64>()), 0..4).prop_map(Owned::Keys),
         proptest::collection::vec((any::<i32>(), any::<i64>()), 0..4).prop_map(Owned::SubscribeOk),
@@ -293,7 +328,10 @@ fn a_huge_count_is_refused_without_allocating() {
     f.extend_from_slice(&[0; 1]);
     let body = (f.len() - HEADER_LEN) as u32;
     f[4..8].copy_from_slice(&body.to_le_bytes());
-    assert!(matches!(decode(&f), Err(FrameError::Truncated { what: "value", .. })));
+    assert!(matches!(
+        decode(&f),
+        Err(FrameError::Truncated { what: "value", .. })
+    ));
 }
 
 #[test]
