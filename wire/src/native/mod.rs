@@ -30,6 +30,7 @@ mod conn_tests;
 pub mod frame;
 mod handshake;
 mod link;
+mod memory;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod ring;

@@ -18,9 +18,11 @@
 //! reference to bytes the peer may write, except [`Consumer::peek_view`]
 //! (the client side, which trusts its broker for the life of the view).
 
-use std::ptr::{self, NonNull};
+use std::ptr;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+
+pub use super::memory::Memory;
 
 /// "KRNG".
 pub const MAGIC: u32 = 0x4b52_4e47;
@@ -156,86 +158,6 @@ pub fn check_capacity(capacity: u64) -> Result<u32, RingError> {
 
 fn pad8(n: u64) -> u64 {
     (n + 7) & !7
-}
-
-/// Memory that holds rings: a shared mapping or a heap block. Unmapped or
-/// freed when the last [`Producer`]/[`Consumer`] over it is dropped.
-pub struct Memory {
-    ptr: NonNull<u8>,
-    len: usize,
-    kind: MemoryKind,
-}
-
-enum MemoryKind {
-    Heap(std::alloc::Layout),
-    Mmap,
-}
-
-// SAFETY: `Memory` is a plain block of bytes; every access to it goes through
-// atomics or raw copies made by the one producer or consumer of each ring.
-unsafe impl Send for Memory {}
-// SAFETY: as above; `&Memory` hands out only the raw pointer.
-unsafe impl Sync for Memory {}
-
-impl Memory {
-    /// A zeroed, page-aligned heap block of `len` bytes (at least one byte).
-    pub fn heap(len: usize) -> Memory {
-        let layout = std::alloc::Layout::from_size_align(len.max(1), 4096)
-            .unwrap_or_else(|_| std::alloc::Layout::new::<u64>());
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout)
-        };
-        Memory {
-            ptr,
-            len: layout.size(),
-            kind: MemoryKind::Heap(layout),
-        }
-    }
-
-    /// Takes ownership of a `MAP_SHARED` mapping (unmapped on drop).
-    ///
-    /// # Safety
-    /// `ptr` must be the start of a live mapping of `len` bytes that nothing else unmaps.
-    pub unsafe fn from_mmap(ptr: NonNull<u8>, len: usize) -> Memory {
-        Memory {
-            ptr,
-            len,
-            kind: MemoryKind::Mmap,
-        }
-    }
-
-    /// The first byte.
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// Its size in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when it has no bytes (never, in practice).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl Drop for Memory {
-    fn drop(&mut self) {
-        match self.kind {
-            // SAFETY: allocated in `heap` with this layout, freed once.
-            MemoryKind::Heap(layout) => unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) },
-            MemoryKind::Mmap => {
-                // SAFETY: `from_mmap`'s caller gave us this live mapping to own.
-                let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-                if rc != 0 {
-                    tracing::warn!(error = %std::io::Error::last_os_error(), "munmap of a ring failed");
-                }
-            }
-        }
-    }
 }
 
 /// One ring inside a [`Memory`]: where it starts and its (trusted, own) capacity.
