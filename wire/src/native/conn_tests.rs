@@ -235,3 +235,15 @@ fn a_live_socket_path_is_not_stolen_but_a_stale_one_is_replaced() {
     assert!(path.exists());
     assert!(Listener::bind(&format!("unix://{}/stale.sock", dir.path().display())).is_ok());
 }
+
+#[test]
+fn handles_cross_threads_as_the_broker_needs() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<ServerConnection>();
+    send::<Client>();
+    send_sync::<Waker>();
+    send_sync::<ResponseSender>();
+    send::<Incoming>();
+    send_sync::<Listener>();
+}

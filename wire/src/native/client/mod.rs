@@ -464,6 +464,16 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// Says Bye (best effort, never waiting) so the broker can tell a clean
+    /// close from a crash; the socket closing ends the connection either way.
+    fn drop(&mut self) {
+        if let Ok(true) = self.tx.try_send(&Frame::new(0, Body::Bye), &self.signal) {
+            let _ = self.tx.flush();
+        }
+    }
+}
+
 /// Waiting for a frame to arrive (flushing queued TCP bytes meanwhile).
 struct RecvWait<'a> {
     c: &'a mut Client,
