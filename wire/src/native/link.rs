@@ -152,6 +152,18 @@ impl Signal {
     }
 }
 
+/// A peer that closed after writing still has its frames read: `Closed`
+/// counts only once nothing is left to receive.
+pub(crate) fn closed_unless_data(
+    r: Result<(), NativeError>,
+    rx: &mut Rx,
+) -> Result<(), NativeError> {
+    match r {
+        Err(NativeError::Closed) if rx.has_data().unwrap_or(false) => Ok(()),
+        other => other,
+    }
+}
+
 /// Called after the consumer releases space (RDMA mirrors the head to the peer).
 pub(crate) trait ReleaseHook: Send {
     fn released(&mut self, head: u64) -> Result<(), NativeError>;

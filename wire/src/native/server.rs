@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::frame::Frame;
-use super::link::{Rx, Signal, Tx};
+use super::link::{closed_unless_data, Rx, Signal, Tx};
 use super::wait::{wait_until, WaitStrategy, Waitable};
 use super::{parse_url, shm, tcp, Endpoint, NativeError, Transport};
 
@@ -460,11 +460,12 @@ impl Waitable for AnyWait<'_> {
             tx.flush()?;
             tx.pending()
         };
-        self.signal.park(timeout, self.interest.recv, write)
+        let parked = self.signal.park(timeout, self.interest.recv, write);
+        closed_unless_data(parked, self.rx)
     }
 
     fn check_alive(&mut self) -> Result<(), NativeError> {
-        self.signal.check_alive()
+        closed_unless_data(self.signal.check_alive(), self.rx)
     }
 }
 

@@ -23,7 +23,7 @@ pub use types::{ClientOptions, KeyEntry, Object, Offset, Published, Subscription
 
 use super::frame::{self, error_code, Body, Frame, GetAt, Headers, KeyValue, Seq};
 use super::handshake::Parts;
-use super::link::{Rx, Signal, Tx};
+use super::link::{closed_unless_data, Rx, Signal, Tx};
 use super::wait::{wait_until, WaitStrategy, Waitable};
 use super::{parse_url, shm, tcp, Endpoint, NativeError, Transport};
 
@@ -490,10 +490,11 @@ impl Waitable for RecvWait<'_> {
         self.c.rx.set_sleeping(on);
     }
     fn park(&mut self, timeout: Option<Duration>) -> Result<(), NativeError> {
-        self.c.signal.park(timeout, true, self.c.tx.pending())
+        let parked = self.c.signal.park(timeout, true, self.c.tx.pending());
+        closed_unless_data(parked, &mut self.c.rx)
     }
     fn check_alive(&mut self) -> Result<(), NativeError> {
-        self.c.signal.check_alive()
+        closed_unless_data(self.c.signal.check_alive(), &mut self.c.rx)
     }
 }
 
