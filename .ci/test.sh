@@ -26,8 +26,14 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "RDMA build dependencies (cmake, libclang, rdma-core)"
+bash .ci/install-rdma-deps.sh
+
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo check -p kascade-wire --features rdma (builds without an RDMA device)"
+cargo check -p kascade-wire --features rdma --locked
 
 step "cargo build -p kascade (the binary the compat tests run)"
 cargo build --locked -p kascade

@@ -8,7 +8,9 @@
 //!
 //! Today it holds the Kafka side ([`kafka`]): framing with a length limit
 //! checked before any decoding, request and response header versions per API,
-//! and record-batch validation and sealing. The native protocol lands with the
-//! fast-path issue.
+//! and record-batch validation and sealing. The native fast path ([`native`])
+//! holds the native frame codec, the shared ring, the shm / tcp / rdma
+//! transports, the broker's per-connection API and the native client.
 
 pub mod kafka;
+pub mod native;
