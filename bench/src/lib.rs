@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 pub mod floors;
+pub mod kafka_path;
+pub mod loopback;
 pub mod report;
+pub mod served;
 pub mod shm_floor;
 
 /// A latency histogram in nanoseconds, from 1 ns to 100 s at three significant figures.
