@@ -30,7 +30,7 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
-mod produce;
+pub(crate) mod produce;
 mod sync_group;
 
 use std::net::SocketAddr;

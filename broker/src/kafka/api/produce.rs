@@ -25,7 +25,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError;
-use kascade_core::{Ack, IdempotenceToken, Put, Waiter};
+use kascade_core::{Ack, IdempotenceToken, Key, Put, Waiter, WriteResult};
 use kascade_wire::kafka::batch::{self, BatchError};
 
 use super::{broker_id, str_bytes};
@@ -183,7 +183,8 @@ struct Appended {
     waiter: Option<Waiter>,
 }
 
-type Refusal = (ResponseError, Option<String>);
+/// Why an append was refused: the Kafka error, and a message for the client.
+pub(crate) type Refusal = (ResponseError, Option<String>);
 
 /// Validates and appends one partition's record set; `sole` when it is the
 /// request's only one.
@@ -194,6 +195,41 @@ fn append(
     records: Bytes,
     sole: bool,
 ) -> Result<Appended, Refusal> {
+    let (key, written) = append_batches(state, topic, partition, records, sole)?;
+    let engine = &state.engine;
+    let first = written
+        .first()
+        .ok_or((ResponseError::UnknownServerError, None))?;
+    let log_start_offset = engine.bounds(&key).map(|b| b.start_seq as i64).unwrap_or(0);
+    Ok(Appended {
+        base_offset: first.seq as i64,
+        log_append_time_ms: if topic.log_append_time {
+            (first.timestamp_us / 1000) as i64
+        } else {
+            -1
+        },
+        log_start_offset,
+        waiter: written
+            .last()
+            .and_then(|last| engine.wait_for_seq(&key, last.seq).ok()),
+    })
+}
+
+/// Validates one partition's record set and appends each of its batches as
+/// one version of the partition's key, sealed with its base offset, leader
+/// epoch and (for log-append-time topics) append time; returns the key and
+/// where each batch landed. `sole` lets a lone batch keep `records`' buffer
+/// instead of a copy: pass it only when nothing else shares that buffer.
+///
+/// The produce handler and lambdas writing to topics (`crate::lambdas`) both
+/// append through here, so a Kafka consumer reads either alike.
+pub(crate) fn append_batches(
+    state: &State,
+    topic: &Arc<Topic>,
+    partition: i32,
+    records: Bytes,
+    sole: bool,
+) -> Result<(Key, Vec<WriteResult>), Refusal> {
     let key = topic
         .key(partition)
         .ok_or((ResponseError::UnknownTopicOrPartition, None))?
@@ -262,22 +298,7 @@ fn append(
         engine.put_many(puts, Ack::Applied)
     }
     .map_err(refusal)?;
-    let first = written
-        .first()
-        .ok_or((ResponseError::UnknownServerError, None))?;
-    let log_start_offset = engine.bounds(&key).map(|b| b.start_seq as i64).unwrap_or(0);
-    Ok(Appended {
-        base_offset: first.seq as i64,
-        log_append_time_ms: if log_append {
-            (first.timestamp_us / 1000) as i64
-        } else {
-            -1
-        },
-        log_start_offset,
-        waiter: written
-            .last()
-            .and_then(|last| engine.wait_for_seq(&key, last.seq).ok()),
-    })
+    Ok((key, written))
 }
 
 /// The Kafka error for an engine refusal.
