@@ -2,8 +2,8 @@
 //! one Kafka v2 batch, appended through the Kafka produce path.
 //!
 //! The core thread adds each Publish it reads to the connection's open batch
-//! as long as the next one is for the same partition (and the batch stays
-//! under the topic's `max.message.bytes`); the batch is appended when the
+//! as long as the next one is for the same partition and the batch stays
+//! under [`COALESCE_BYTES`] (and the topic's `max.message.bytes`); the batch is appended when the
 //! queue runs dry, another request comes, or the partition changes. Nothing
 //! ever waits for more records to arrive. Each publish is answered with its
 //! own offset (the batch's base offset plus its index).
@@ -25,6 +25,14 @@ use super::connection::{Close, Conn};
 use super::NativeShared;
 use crate::kafka::api::produce::append_batches;
 use crate::kafka::topics::Topic;
+
+/// Publishes are coalesced into a batch while it stays under this size (a
+/// larger record still makes a batch of its own). Java's producer batches
+/// 16 KiB by default too; it is enough to spread a put over hundreds of small
+/// records, keeps a subscriber's first record close, and fits the frames of
+/// the smallest ring a client may ask for (64 KiB rings carry 32 KiB frames),
+/// so any subscriber can take any natively published batch.
+pub const COALESCE_BYTES: usize = 16 << 10;
 
 /// The publishes of one connection being coalesced into one batch.
 #[derive(Debug, Default)]
@@ -168,7 +176,7 @@ impl Conn {
         if !self.batch.builder.is_empty()
             && (!same_topic
                 || partition != self.batch.partition
-                || self.batch.builder.len() + size > topic.max_message_bytes)
+                || self.batch.builder.len() + size > topic.max_message_bytes.min(COALESCE_BYTES))
         {
             self.flush_publish(ns)?;
         }
