@@ -19,6 +19,8 @@ export KASCADE_NODE_MODULES="${KASCADE_NODE_MODULES:-$PWD/compat-tests/js/node_m
 step "toolchain components"
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
+  # The example WebAssembly lambda (examples/wasm-lambda) that the lambda tests build.
+  rustup target add wasm32-unknown-unknown || echo "warning: could not add the wasm32-unknown-unknown target; the wasm lambda tests will say so"
 fi
 
 step "cargo fmt --check"
@@ -42,3 +44,4 @@ cargo test --workspace --locked --no-fail-fast
 
 step "benchmark smoke run (figures are informational; see bench/)"
 cargo run --release --locked -p bench --bin engine -- --quick
+cargo run --release --locked -p bench --bin pipeline -- --quick

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod config;
 pub mod kafka;
+pub mod lambdas;
 pub mod native;
 pub mod server;
 

@@ -1,10 +1,12 @@
 //! The embeddable entry point: open the engine, serve until a shutdown future resolves, stop cleanly.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use kascade_core::Engine;
 
 use crate::config::Config;
+use crate::lambdas::LambdaHost;
 
 /// Why a broker could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -32,18 +34,26 @@ pub enum ServeError {
 /// A running broker: the engine and, as they land, its listeners.
 pub struct Broker {
     engine: Engine,
+    lambdas: Arc<LambdaHost>,
 }
 
 impl Broker {
-    /// Opens the engine on the configured data dir (blocking: recovery reads the log).
+    /// Opens the engine on the configured data dir (blocking: recovery reads the log),
+    /// with the broker's lambda kinds registered so stored bindings come back.
     pub fn open(config: &Config) -> Result<Broker, ServeError> {
-        let engine = Engine::open(config.engine())?;
-        Ok(Broker { engine })
+        let lambdas = LambdaHost::new();
+        let engine = lambdas.register(Engine::builder(config.engine())).open()?;
+        Ok(Broker { engine, lambdas })
     }
 
     /// The engine, for in-process use and tests.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// What the broker's lambda kinds share (their link to the Kafka face).
+    pub fn lambdas(&self) -> &Arc<LambdaHost> {
+        &self.lambdas
     }
 
     /// Flushes and stops the engine.
@@ -84,7 +94,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     })
     .await
     .map_err(|e| ServeError::Task(e.to_string()))??;
-    let state = std::sync::Arc::new(state);
+    let state = Arc::new(state);
+    broker.lambdas().attach_kafka(&state);
     let kafka = tokio::spawn(crate::kafka::accept_loop(listener, state.clone()));
     let admin_state = std::sync::Arc::new(crate::admin::AdminState {
         engine: broker.engine().clone(),

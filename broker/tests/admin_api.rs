@@ -411,7 +411,7 @@ fn lambdas_are_deployed_replaced_counted_and_removed_and_survive_restart() {
         (
             json!({"name": "x", "prefix": "/in", "kind": "nope"}),
             400,
-            "known kinds: forward",
+            "known kinds: cdylib, forward",
         ),
         (
             json!({"name": "back", "prefix": "/out", "kind": "forward",

@@ -767,6 +767,28 @@ impl Engine {
             .collect()
     }
 
+    /// Counters of each stage of pipeline `name`, in the order of its vertices
+    /// (a vertex that is not active is left out); `None` when no such pipeline is loaded.
+    pub fn pipeline_stats(&self, name: &str) -> Option<Vec<LambdaStatsSnapshot>> {
+        let names: Vec<String> = self
+            .0
+            .pipelines
+            .lock()
+            .get(name)?
+            .bindings()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        let set = self.0.dispatch.bindings.read().clone();
+        Some(
+            names
+                .iter()
+                .filter_map(|n| set.bindings.iter().find(|b| &b.name == n))
+                .map(|b| b.snapshot())
+                .collect(),
+        )
+    }
+
     /// The upcall worker threads running (`BusyPoll` runs fewer than asked, see [`WaitPolicy`]).
     pub fn upcall_workers(&self) -> usize {
         self.0.dispatch.upcalls.get().map_or(0, |u| u.workers())

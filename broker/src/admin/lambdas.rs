@@ -3,7 +3,8 @@
 //!
 //! A lambda's `config` is its kind's: `forward` takes none; `wasm` takes
 //! `{"module_base64": "<standard base64 of the .wasm>"}`; `cdylib` takes
-//! `{"path": "/abs/path/lib.so"}`. A binding whose output would reach its own
+//! `{"path": "/abs/path/lib.so"}` (each with optional fields: a handler, limits;
+//! see docs/lambdas.md). A binding whose output would reach its own
 //! input again (directly or through other lambdas and pipelines) is refused,
 //! since it would upcall itself forever.
 
@@ -99,6 +100,9 @@ pub struct Stats {
     pub errors: u64,
     /// Mean time in the lambda per call, nanoseconds.
     pub mean_ns: u64,
+    /// Mean queue lag per call (its start minus the input's timestamp), nanoseconds.
+    #[serde(default)]
+    pub mean_lag_ns: u64,
 }
 
 /// A deployed lambda.
@@ -259,6 +263,7 @@ fn stats_of(state: &Shared) -> HashMap<String, Stats> {
                     calls: s.calls,
                     errors: s.errors,
                     mean_ns: s.mean_ns,
+                    mean_lag_ns: s.mean_lag_ns,
                 },
             )
         })

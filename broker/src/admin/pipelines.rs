@@ -103,6 +103,7 @@ fn stats_of(state: &Shared) -> HashMap<String, Stats> {
                     calls: s.calls,
                     errors: s.errors,
                     mean_ns: s.mean_ns,
+                    mean_lag_ns: s.mean_lag_ns,
                 },
             )
         })

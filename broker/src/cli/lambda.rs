@@ -238,6 +238,7 @@ pub fn run(args: LambdaArgs) -> anyhow::Result<()> {
                 println!("  calls:        {}", cell(&l["stats"]["calls"]));
                 println!("  errors:       {}", cell(&l["stats"]["errors"]));
                 println!("  mean time:    {}", duration(&l["stats"]["mean_ns"]));
+                println!("  mean lag:     {}", duration(&l["stats"]["mean_lag_ns"]));
                 println!("  config:       {}", l["config"]);
             }
         }

@@ -65,6 +65,7 @@ fn print_pipeline(p: &Value) {
                         },
                         cell(&v["stats"]["calls"]),
                         cell(&v["stats"]["errors"]),
+                        duration(&v["stats"]["mean_lag_ns"]),
                         duration(&v["stats"]["mean_ns"]),
                     ]
                 })
@@ -79,7 +80,8 @@ fn print_pipeline(p: &Value) {
             "DESTINATIONS",
             "CALLS",
             "ERRORS",
-            "MEAN",
+            "MEAN LAG",
+            "MEAN CALL",
         ],
         &rows,
     );

@@ -121,9 +121,19 @@ pub struct LambdaStats {
     pub errors: AtomicU64,
     /// Total time spent in the lambda, nanoseconds.
     pub busy_ns: AtomicU64,
+    /// Total queue lag, nanoseconds: for each upcall, its start minus the input
+    /// version's `timestamp_us` (when the sequencer placed it).
+    pub lag_ns: AtomicU64,
 }
 
-/// A snapshot of a binding's counters.
+/// A snapshot of a binding's counters: where its time goes.
+///
+/// An upcall's time splits in two: the queue lag, from the moment the
+/// sequencer placed the input version (`timestamp_us`) to the start of the
+/// call (hand-off to the upcall stage, waiting behind earlier upcalls, waking a
+/// worker), and the call itself (the lambda's code and the writes it makes).
+/// In a pipeline, one stage's call includes the put that feeds the next stage,
+/// and the next stage's lag starts when that put was placed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LambdaStatsSnapshot {
     /// The binding's name.
@@ -136,6 +146,13 @@ pub struct LambdaStatsSnapshot {
     pub errors: u64,
     /// Mean time in the lambda, nanoseconds.
     pub mean_ns: u64,
+    /// Mean queue lag (call start minus the input's `timestamp_us`), nanoseconds;
+    /// microsecond resolution, as the timestamp has.
+    pub mean_lag_ns: u64,
+    /// Total time in the lambda, nanoseconds.
+    pub busy_ns: u64,
+    /// Total queue lag, nanoseconds.
+    pub lag_ns: u64,
 }
 
 /// A live binding of a lambda to a prefix.
@@ -153,6 +170,7 @@ pub struct Binding {
     pub(crate) calls_metric: metrics::Counter,
     pub(crate) errors_metric: metrics::Counter,
     pub(crate) duration_metric: metrics::Histogram,
+    pub(crate) lag_metric: metrics::Histogram,
 }
 
 impl Binding {
@@ -167,6 +185,7 @@ impl Binding {
             calls_metric: metrics::counter!("kascade_lambda_calls_total", &labels),
             errors_metric: metrics::counter!("kascade_lambda_errors_total", &labels),
             duration_metric: metrics::histogram!("kascade_lambda_duration_seconds", &labels),
+            lag_metric: metrics::histogram!("kascade_lambda_queue_lag_seconds", &labels),
             name,
             prefix,
             lambda,
@@ -178,17 +197,17 @@ impl Binding {
     /// A snapshot of the counters.
     pub fn snapshot(&self) -> LambdaStatsSnapshot {
         let calls = self.stats.calls.load(Ordering::Relaxed);
+        let busy_ns = self.stats.busy_ns.load(Ordering::Relaxed);
+        let lag_ns = self.stats.lag_ns.load(Ordering::Relaxed);
         LambdaStatsSnapshot {
             name: self.name.clone(),
             prefix: self.prefix.to_string(),
             calls,
             errors: self.stats.errors.load(Ordering::Relaxed),
-            mean_ns: self
-                .stats
-                .busy_ns
-                .load(Ordering::Relaxed)
-                .checked_div(calls)
-                .unwrap_or(0),
+            mean_ns: busy_ns.checked_div(calls).unwrap_or(0),
+            mean_lag_ns: lag_ns.checked_div(calls).unwrap_or(0),
+            busy_ns,
+            lag_ns,
         }
     }
 }
@@ -210,6 +229,28 @@ impl LambdaContext<'_> {
         &self.binding.name
     }
 
+    /// The prefix the binding being called is bound to.
+    pub fn prefix(&self) -> &Prefix {
+        &self.binding.prefix
+    }
+
+    /// Where `emit` sends output, in the binding's order.
+    pub fn destinations(&self) -> &[(Prefix, EmitMode)] {
+        &self.binding.destinations
+    }
+
+    /// The key `emit` writes under `destination` for `input`: the input key's path
+    /// relative to the bound prefix, joined to the destination prefix (`/in/a/b`
+    /// bound at `/in` goes to `/out/a/b`; the bound key itself goes to `/out`).
+    pub fn destination_key(&self, input: &Key, destination: &Prefix) -> Result<Key, LambdaError> {
+        let relative = input.relative_to(&self.binding.prefix).unwrap_or("");
+        Ok(if relative.is_empty() {
+            Key::new(destination.as_str())?
+        } else {
+            destination.join(relative)?
+        })
+    }
+
     /// Sends `value` to every destination of this binding, under the input key's path
     /// relative to the bound prefix (`/in/a/b` bound at `/in` emits to `/out/a/b`).
     pub fn emit(
@@ -220,14 +261,9 @@ impl LambdaContext<'_> {
         let engine = self
             .engine()
             .ok_or_else(|| LambdaError(Error::ShuttingDown.to_string()))?;
-        let relative = input.key.relative_to(&self.binding.prefix).unwrap_or("");
         let mut out = Vec::with_capacity(self.binding.destinations.len());
         for (prefix, mode) in &self.binding.destinations {
-            let key = if relative.is_empty() {
-                Key::new(prefix.as_str())?
-            } else {
-                prefix.join(relative)?
-            };
+            let key = self.destination_key(&input.key, prefix)?;
             out.push(match mode {
                 EmitMode::Put => {
                     engine.put_with(Put::new(key, value.clone()), crate::object::Ack::Applied)?

@@ -383,17 +383,22 @@ fn run(engine: &Weak<EngineInner>, bindings: &mut Option<Arc<BindingSet>>, task:
         return;
     };
     let ctx = LambdaContext { engine, binding };
+    // The one wall-clock read an upcall adds: the queue lag is measured against the
+    // sequencer's timestamp, which is wall-clock time.
+    let lag_ns = wall_clock_ns().saturating_sub(task.object.timestamp_us.saturating_mul(1000));
     let start = Instant::now();
     let outcome =
         std::panic::catch_unwind(AssertUnwindSafe(|| binding.lambda.call(&ctx, &task.object)));
     let elapsed = start.elapsed();
-    binding.stats.calls.fetch_add(1, Ordering::Relaxed);
-    binding
-        .stats
+    let stats = &binding.stats;
+    stats.calls.fetch_add(1, Ordering::Relaxed);
+    stats
         .busy_ns
         .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    stats.lag_ns.fetch_add(lag_ns, Ordering::Relaxed);
     binding.calls_metric.increment(1);
     binding.duration_metric.record(elapsed.as_secs_f64());
+    binding.lag_metric.record(lag_ns as f64 * 1e-9);
     let failure = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(e)) => e.0,
@@ -407,6 +412,13 @@ fn run(engine: &Weak<EngineInner>, bindings: &mut Option<Arc<BindingSet>>, task:
     binding.errors_metric.increment(1);
     tracing::warn!(lambda = %binding.name, key = %task.object.key, version = task.object.version,
         "lambda failed: {failure}");
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]
