@@ -129,6 +129,22 @@ pub struct Config {
     /// Largest Kafka request frame accepted; a bigger one closes the connection.
     #[arg(long, env = "KASCADE_MAX_FRAME_BYTES", default_value_t = kascade_wire::kafka::frame::DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
+    /// The native (shared-memory) listener: `unix:///path/native.sock`, or `off`;
+    /// `<data-dir>/native.sock` when unset.
+    #[arg(long, env = "KASCADE_NATIVE")]
+    pub native: Option<String>,
+    /// The native protocol over TCP, `host:port` (port 0 picks one); off when unset.
+    #[arg(long, env = "KASCADE_NATIVE_TCP")]
+    pub native_tcp: Option<String>,
+    /// How the native core thread waits when no native client has work.
+    #[arg(long, env = "KASCADE_NATIVE_WAIT", value_enum, default_value_t = WaitMode::Spin)]
+    pub native_wait: WaitMode,
+    /// Microseconds the native core thread spins before it parks (with `--native-wait spin`).
+    #[arg(long, env = "KASCADE_NATIVE_SPIN_US", default_value_t = 50)]
+    pub native_spin_us: u32,
+    /// Bytes of each native connection's request and response rings (clients may ask for 64 KiB-64 MiB).
+    #[arg(long, env = "KASCADE_NATIVE_RING_BYTES", default_value_t = 4 << 20)]
+    pub native_ring_bytes: u32,
 }
 
 impl Default for Config {
@@ -149,6 +165,11 @@ impl Default for Config {
             admin_token_file: None,
             admin_max_body_bytes: 64 << 20,
             max_frame_bytes: kascade_wire::kafka::frame::DEFAULT_MAX_FRAME_BYTES,
+            native: None,
+            native_tcp: None,
+            native_wait: WaitMode::Spin,
+            native_spin_us: 50,
+            native_ring_bytes: 4 << 20,
         }
     }
 }

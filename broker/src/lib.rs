@@ -5,7 +5,8 @@
 //! binary's command line, and maps the faces of Kascade onto the engine: the
 //! Kafka listener ([`kafka`]: topics as pools, partitions as keys, offsets as
 //! seqs) and the admin HTTP API ([`admin`]: pools, topics, K/V objects, lambdas
-//! and pipelines, described by OpenAPI); the native listeners land here next.
+//! and pipelines, described by OpenAPI), and the native fast path ([`native`]:
+//! shared-memory and TCP listeners, publish and push subscriptions).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod config;
 pub mod kafka;
 pub mod lambdas;
+pub mod native;
 pub mod server;
 
 pub use config::Config;

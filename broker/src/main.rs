@@ -1,5 +1,5 @@
 //! The `kascade` binary: `kascade serve` runs a broker; the other subcommands are
-//! clients of its admin API (see `cli/`).
+//! clients of its admin API, and `pub`/`sub` of its native listener (see `cli/`).
 
 mod cli;
 
@@ -30,7 +30,10 @@ enum Command {
     Pipeline(cli::pipeline::PipelineArgs),
     /// Create, list, change and remove pools.
     Pool(cli::pool::PoolArgs),
-    // `pub` and `sub` (publish and subscribe through the native client) join here.
+    /// Publish stdin lines as records through the native client (like `kcat -P`).
+    Pub(cli::native::PubArgs),
+    /// Print a topic's records as the broker pushes them (like `kcat -C`).
+    Sub(cli::native::SubArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +60,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Lambda(args)) => client_exit(cli::lambda::run(args)),
         Some(Command::Pipeline(args)) => client_exit(cli::pipeline::run(args)),
         Some(Command::Pool(args)) => client_exit(cli::pool::run(args)),
+        Some(Command::Pub(args)) => client_exit(cli::native::run_pub(args)),
+        Some(Command::Sub(args)) => client_exit(cli::native::run_sub(args)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -23,6 +23,9 @@ pub enum ServeError {
     /// The Kafka listener could not start.
     #[error(transparent)]
     Kafka(#[from] crate::kafka::ListenError),
+    /// The native listeners could not start.
+    #[error(transparent)]
+    Native(#[from] crate::native::NativeStartError),
     /// A blocking task of the broker failed.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -64,6 +67,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // The admin listener first: it installs the metrics recorder, so the
     // engine's recovery is counted too, and a taken port fails fast.
     let token = config.admin_token()?;
+    let native_settings = crate::native::NativeSettings::from_config(&config)?;
     let admin_listener = crate::admin::bind(&config.admin_listen, token.is_some()).await?;
     let admin_bound =
         admin_listener
@@ -100,12 +104,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         max_body_bytes: config.admin_max_body_bytes,
     });
     let admin = tokio::spawn(crate::admin::serve(admin_listener, admin_state));
+    let native = crate::native::NativeServer::start(
+        state.clone(),
+        &native_settings,
+        tokio::runtime::Handle::current(),
+    )?;
     let pools = broker.engine().pools().len();
     tracing::info!(
         data_dir = %config.data_dir.display(),
         kafka = %bound,
         advertised = %format!("{}:{}", state.advertised_host, state.advertised_port),
         admin = %admin_bound,
+        native = %native.shm_url().unwrap_or("off"),
+        native_tcp = %native.tcp_url().unwrap_or("off"),
         pools,
         "kascade is ready"
     );
@@ -113,6 +124,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     tracing::info!("shutting down");
     kafka.abort();
     admin.abort();
+    tokio::task::spawn_blocking(move || native.shutdown())
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))?;
     drop(state);
     tokio::task::spawn_blocking(move || broker.shutdown())
         .await

@@ -1,10 +1,12 @@
 //! The `kascade` command line's client side: `topic`, `kv`, `lambda`, `pipeline`
 //! and `pool` talk HTTP to a broker's admin API (`--admin`, `KASCADE_ADMIN_URL`),
 //! with its token (`--token`, `KASCADE_ADMIN_TOKEN`) when it has one. Output is
-//! for people by default, the API's JSON with `--json`.
+//! for people by default, the API's JSON with `--json`. `pub` and `sub` use the
+//! native client instead (`--url`, `KASCADE_NATIVE_URL`; see [`native`]).
 
 pub mod kv;
 pub mod lambda;
+pub mod native;
 pub mod pipeline;
 pub mod pool;
 pub mod topic;

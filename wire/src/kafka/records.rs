@@ -39,51 +39,18 @@ pub fn encode_batch(records: &[NewRecord<'_>], out: &mut BytesMut) -> usize {
     let Some(first) = records.first() else {
         return 0;
     };
-    let start = out.len();
-    let base_ts = first.timestamp_ms;
-    let max_ts = records
-        .iter()
-        .map(|r| r.timestamp_ms)
-        .max()
-        .unwrap_or(base_ts);
     out.reserve(HEADER_BYTES + records.iter().map(encoded_hint).sum::<usize>());
-    out.put_i64(0); // base offset: sealed by the broker
-    out.put_i32(0); // batch length: patched below
-    out.put_i32(-1); // leader epoch: sealed by the broker
-    out.put_i8(2); // magic
-    out.put_u32(0); // crc: patched below
-    out.put_i16(0); // attributes: no compression, create time
-    out.put_i32(records.len() as i32 - 1); // last offset delta
-    out.put_i64(base_ts);
-    out.put_i64(max_ts);
-    out.put_i64(-1); // producer id
-    out.put_i16(-1); // producer epoch
-    out.put_i32(-1); // base sequence
-    out.put_i32(records.len() as i32);
-    let mut body = Vec::with_capacity(64);
-    for (i, r) in records.iter().enumerate() {
-        body.clear();
-        body.push(0); // attributes
-        put_varlong(&mut body, r.timestamp_ms.wrapping_sub(base_ts));
-        put_varlong(&mut body, i as i64);
-        put_nullable(&mut body, r.key);
-        put_nullable(&mut body, r.value);
-        put_varlong(&mut body, r.headers.len() as i64);
-        for (name, value) in r.headers {
-            put_nullable(&mut body, Some(name.as_bytes()));
-            put_nullable(&mut body, *value);
-        }
-        let mut len = Vec::with_capacity(5);
-        put_varlong(&mut len, body.len() as i64);
-        out.extend_from_slice(&len);
-        out.extend_from_slice(&body);
+    let mut open = OpenBatch::begin(out, first.timestamp_ms);
+    for r in records {
+        open.push(
+            out,
+            r.timestamp_ms,
+            r.key,
+            r.value,
+            r.headers.iter().map(|(k, v)| (k.as_bytes(), *v)),
+        );
     }
-    let size = out.len() - start;
-    let batch_length = (size - 12) as i32;
-    out[start + 8..start + 12].copy_from_slice(&batch_length.to_be_bytes());
-    let crc = crc32c::crc32c(&out[start + 21..]);
-    out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
-    size
+    open.finish(out)
 }
 
 fn encoded_hint(r: &NewRecord<'_>) -> usize {
@@ -95,21 +62,196 @@ fn encoded_hint(r: &NewRecord<'_>) -> usize {
             .sum::<usize>()
 }
 
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
+/// Builds one uncompressed v2 batch record by record, straight into its own
+/// buffer: nothing is allocated per record once the buffer has grown, and
+/// each key, value and header is copied once. The batch has no producer id;
+/// its base offset and leader epoch are left for the broker to seal.
+///
+/// ```
+/// use kascade_wire::kafka::records::{BatchBuilder, BatchRecords};
+/// let mut b = BatchBuilder::new();
+/// b.push(1_000, Some(b"k"), Some(b"v1"), std::iter::empty());
+/// b.push(1_001, None, Some(b"v2"), [(&b"h"[..], Some(&b"x"[..]))].into_iter());
+/// let batch = b.finish();
+/// let records = BatchRecords::parse(&batch).unwrap();
+/// assert_eq!(records.count(), 2);
+/// ```
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    open: Option<OpenBatch>,
 }
 
-fn put_nullable(out: &mut Vec<u8>, v: Option<&[u8]>) {
+impl BatchBuilder {
+    /// An empty builder.
+    pub fn new() -> BatchBuilder {
+        BatchBuilder::default()
+    }
+
+    /// Records pushed since the last [`finish`](Self::finish).
+    pub fn count(&self) -> u32 {
+        self.open.as_ref().map_or(0, |o| o.count)
+    }
+
+    /// True when no record waits.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_none()
+    }
+
+    /// Bytes of the batch so far (its header included).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends one record; the first one sets the batch's base timestamp.
+    pub fn push<'h, I>(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: I,
+    ) where
+        I: Iterator<Item = (&'h [u8], Option<&'h [u8]>)> + Clone,
+    {
+        let open = self
+            .open
+            .get_or_insert_with(|| OpenBatch::begin(&mut self.buf, timestamp_ms));
+        open.push(&mut self.buf, timestamp_ms, key, value, headers);
+    }
+
+    /// Completes the batch (lengths, count, CRC) and hands it out; the
+    /// builder is empty again. No records: an empty `Bytes`.
+    pub fn finish(&mut self) -> Bytes {
+        match self.open.take() {
+            Some(open) => {
+                open.finish(&mut self.buf);
+                self.buf.split().freeze()
+            }
+            None => Bytes::new(),
+        }
+    }
+}
+
+/// A batch being written at `start` of some buffer.
+#[derive(Debug)]
+struct OpenBatch {
+    start: usize,
+    base_ts: i64,
+    max_ts: i64,
+    count: u32,
+}
+
+impl OpenBatch {
+    /// Writes the batch header (lengths, count and CRC patched by `finish`).
+    fn begin(out: &mut BytesMut, base_ts: i64) -> OpenBatch {
+        let start = out.len();
+        out.reserve(HEADER_BYTES);
+        out.put_i64(0); // base offset: sealed by the broker
+        out.put_i32(0); // batch length: patched in `finish`
+        out.put_i32(-1); // leader epoch: sealed by the broker
+        out.put_i8(2); // magic
+        out.put_u32(0); // crc: patched in `finish`
+        out.put_i16(0); // attributes: no compression, create time
+        out.put_i32(0); // last offset delta: patched in `finish`
+        out.put_i64(base_ts);
+        out.put_i64(base_ts); // max timestamp: patched in `finish`
+        out.put_i64(-1); // producer id
+        out.put_i16(-1); // producer epoch
+        out.put_i32(-1); // base sequence
+        out.put_i32(0); // record count: patched in `finish`
+        OpenBatch {
+            start,
+            base_ts,
+            max_ts: base_ts,
+            count: 0,
+        }
+    }
+
+    fn push<'h, I>(
+        &mut self,
+        out: &mut BytesMut,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: I,
+    ) where
+        I: Iterator<Item = (&'h [u8], Option<&'h [u8]>)> + Clone,
+    {
+        let ts_delta = timestamp_ms.wrapping_sub(self.base_ts);
+        let offset_delta = i64::from(self.count);
+        let mut header_count = 0usize;
+        let mut header_bytes = 0usize;
+        for (name, v) in headers.clone() {
+            header_count += 1;
+            header_bytes += nullable_len(Some(name)) + nullable_len(v);
+        }
+        let body = 1
+            + varlong_len(ts_delta)
+            + varlong_len(offset_delta)
+            + nullable_len(key)
+            + nullable_len(value)
+            + varlong_len(header_count as i64)
+            + header_bytes;
+        out.reserve(varlong_len(body as i64) + body);
+        put_varlong(out, body as i64);
+        out.put_u8(0); // attributes
+        put_varlong(out, ts_delta);
+        put_varlong(out, offset_delta);
+        put_nullable(out, key);
+        put_nullable(out, value);
+        put_varlong(out, header_count as i64);
+        for (name, v) in headers {
+            put_nullable(out, Some(name));
+            put_nullable(out, v);
+        }
+        self.max_ts = self.max_ts.max(timestamp_ms);
+        self.count += 1;
+    }
+
+    /// Patches the header; returns the batch's size.
+    fn finish(self, out: &mut BytesMut) -> usize {
+        let start = self.start;
+        let size = out.len() - start;
+        let batch_length = (size - 12) as i32;
+        out[start + 8..start + 12].copy_from_slice(&batch_length.to_be_bytes());
+        let last_delta = self.count as i32 - 1;
+        out[start + 23..start + 27].copy_from_slice(&last_delta.to_be_bytes());
+        out[start + 35..start + 43].copy_from_slice(&self.max_ts.to_be_bytes());
+        out[start + 57..start + 61].copy_from_slice(&(self.count as i32).to_be_bytes());
+        let crc = crc32c::crc32c(&out[start + 21..]);
+        out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+        size
+    }
+}
+
+fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    // 7 bits per byte; zero still takes one.
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn nullable_len(v: Option<&[u8]>) -> usize {
+    match v {
+        None => 1,
+        Some(b) => varlong_len(b.len() as i64) + b.len(),
+    }
+}
+
+fn put_varlong(out: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.put_u8(z as u8);
+}
+
+fn put_nullable(out: &mut BytesMut, v: Option<&[u8]>) {
     match v {
         None => put_varlong(out, -1),
         Some(b) => {
             put_varlong(out, b.len() as i64);
-            out.extend_from_slice(b);
+            out.put_slice(b);
         }
     }
 }
@@ -523,7 +665,53 @@ mod tests {
         assert!(parsed.iter().any(|r| r.is_err()));
     }
 
+    #[test]
+    fn a_builder_writes_the_same_batch_as_encode_batch_and_starts_afresh() {
+        let mut b = BatchBuilder::new();
+        assert!(b.is_empty());
+        assert!(b.finish().is_empty());
+        for round in 0..2 {
+            let values: Vec<Vec<u8>> = (0..3).map(|i| format!("value-{i}").into_bytes()).collect();
+            for (i, v) in values.iter().enumerate() {
+                let headers = [(&b"h"[..], Some(&b"x"[..])), (&b"nil"[..], None)];
+                let n = if i == 0 { 2 } else { 0 };
+                b.push(
+                    1_700_000_000_000 + i as i64,
+                    (i % 2 == 0).then_some(&b"k"[..]),
+                    Some(v),
+                    headers[..n].iter().copied(),
+                );
+            }
+            assert_eq!(b.count(), 3);
+            let built = b.finish();
+            assert_eq!(built, ours(3), "round {round}");
+            assert!(b.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_builder_takes_large_values_and_timestamps_that_go_back() {
+        let big = vec![7u8; 70_000];
+        let mut b = BatchBuilder::new();
+        b.push(10, None, Some(&big), std::iter::empty());
+        b.push(3, Some(b""), None, std::iter::empty());
+        let built = b.finish();
+        batch::validate(&built).expect("valid");
+        let decoded = RecordBatchDecoder::decode(&mut built.clone()).expect("decodes");
+        assert_eq!(decoded.records[0].value.as_deref(), Some(&big[..]));
+        assert_eq!(decoded.records[1].timestamp, 3);
+        assert_eq!(decoded.records[1].value, None);
+        assert_eq!(batch::max_timestamp(&built), Some(10));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn varlong_sizes_match_what_is_written(v in proptest::prelude::any::<i64>()) {
+            let mut out = BytesMut::new();
+            put_varlong(&mut out, v);
+            proptest::prop_assert_eq!(out.len(), varlong_len(v));
+        }
+
         #[test]
         fn any_bytes_parse_without_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             if let Ok(parsed) = BatchRecords::parse(&bytes) {

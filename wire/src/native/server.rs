@@ -386,10 +386,25 @@ impl ServerConnection {
 
     /// Clears the sleeping flags set by [`arm`](Self::arm) and the doorbell.
     pub fn disarm(&mut self) {
+        self.disarm_quiet();
+        self.signal.drain_own();
+    }
+
+    /// Clears the sleeping flags set by [`arm`](Self::arm) but leaves the
+    /// doorbell as it is: for a connection whose eventfd the broker's own poll
+    /// saw quiet, it saves a `read` per idle connection per wake-up (a ring
+    /// that comes later leaves the eventfd readable, so the next poll returns
+    /// at once and [`disarm`](Self::disarm) drains it then).
+    pub fn disarm_quiet(&mut self) {
         self.rx.set_sleeping(false);
         lock(&self.tx).set_sleeping(false);
         self.signal.set_parked(false);
-        self.signal.drain_own();
+    }
+
+    /// True when the response ring (or, for TCP, the send queue) has room for
+    /// a frame of `len` bytes now. Never waits and sets no flag.
+    pub fn has_room(&self, len: usize) -> Result<bool, NativeError> {
+        lock(&self.tx).has_room(len)
     }
 
     /// `(doorbell eventfd, socket)`: readable when the client (or a

@@ -46,6 +46,8 @@ pub struct Client {
     stash: VecDeque<Vec<u8>>,
     /// Subscription id -> topic.
     subs: HashMap<u64, String>,
+    /// Subscriptions the broker ended with an error, for `next_record` to report.
+    ended: VecDeque<NativeError>,
     /// (subscription, partition) -> next offset to deliver.
     positions: HashMap<(u64, i32), i64>,
     /// The batch being delivered.
@@ -92,6 +94,7 @@ impl Client {
             done: HashMap::new(),
             stash: VecDeque::new(),
             subs: HashMap::new(),
+            ended: VecDeque::new(),
             positions: HashMap::new(),
             cursor: None,
             spare: Bufs::default(),
@@ -300,12 +303,19 @@ impl Client {
     /// The next record pushed to any subscription, in offset order per
     /// partition; waits up to `timeout` (`None`: forever), `Ok(None)` when it
     /// passes. The delivery borrows the client: drop it before the next call.
+    ///
+    /// A subscription the broker ends (e.g. a stored batch too large for this
+    /// connection's ring) is reported once as `Err(NativeError::Server)`; the
+    /// other subscriptions go on.
     pub fn next_record(
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<Delivery<'_>>, NativeError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
+            if let Some(e) = self.ended.pop_front() {
+                return Err(e);
+            }
             if let Some(c) = self.cursor.as_mut() {
                 if c.advance(&mut self.positions) {
                     return Ok(Some(Delivery::new(self)));
@@ -378,8 +388,18 @@ impl Client {
     /// Keeps an answer that is not the one being waited for.
     fn file_answer(&mut self, id: u64, answer: Option<Answer>) {
         match answer {
-            Some(a) if self.outstanding.contains(&id) => {
+            // Ids grow, and `outstanding` holds them in order: a search, not a
+            // scan, so a long pipeline of publishes stays linear.
+            Some(a) if self.outstanding.binary_search(&id).is_ok() => {
                 self.done.insert(id, a);
+            }
+            Some(Answer::Error(code, message)) if self.subs.contains_key(&id) => {
+                // The broker ended this subscription.
+                self.subs.remove(&id);
+                self.positions.retain(|(s, _), _| *s != id);
+                self.stash
+                    .retain(|f| frame::peek_header(f).is_none_or(|(_, sub)| sub != id));
+                self.ended.push_back(NativeError::Server { code, message });
             }
             _ => tracing::debug!(id, "native client: dropped an answer nobody waits for"),
         }

@@ -445,8 +445,10 @@ impl<'a, T: Element<'a>> fmt::Debug for Seq<'a, T> {
 }
 
 /// Iterator over a [`Seq`].
+#[derive(Clone)]
 pub struct SeqIter<'a, T>(IterInner<'a, T>);
 
+#[derive(Clone)]
 enum IterInner<'a, T> {
     Encoded { left: usize, reader: Reader<'a> },
     Slice(std::slice::Iter<'a, T>),
@@ -499,8 +501,8 @@ impl<'a> Headers<'a> {
         self.len() == 0
     }
 
-    /// The headers in order.
-    pub fn iter(&self) -> impl Iterator<Item = Header<'a>> + 'a {
+    /// The headers in order (the iterator is `Clone`, so a writer can size them first).
+    pub fn iter(&self) -> impl Iterator<Item = Header<'a>> + Clone + 'a {
         let (a, b, c) = match *self {
             Headers::Encoded(s) => (Some(s.iter()), None, None),
             Headers::Pairs(p) => (None, Some(p.iter().map(|&pair| Header::from(pair))), None),
