@@ -2,9 +2,10 @@
 //!
 //! This crate owns the measuring side of Kascade: the benchmark binaries
 //! (`engine` for the K/V engine, `kafka` for the Kafka path driven by
-//! librdkafka against a real `kascade serve` process, and later the native
-//! path) and the helpers they share. Its rule is that no figure is printed
-//! alone: every binary first measures the machine's own limits in the same run
+//! librdkafka against a real `kascade serve` process, `native` for the native
+//! path's clients against the same) and the helpers they share. Its rule is
+//! that no figure is printed alone: every binary first measures the machine's
+//! own limits in the same run
 //! (memory bandwidth, the data disk's `write` + `fdatasync`, the cost of handing
 //! work from one thread to another) with [`floors`], then prints each result
 //! beside the limit it should be judged against, and ends with the targets of
@@ -18,6 +19,7 @@ use hdrhistogram::Histogram;
 pub mod floors;
 pub mod kafka_path;
 pub mod loopback;
+pub mod native_path;
 pub mod report;
 pub mod served;
 pub mod shm_floor;
