@@ -45,3 +45,6 @@ cargo test --workspace --locked --no-fail-fast
 step "benchmark smoke run (figures are informational; see bench/)"
 cargo run --release --locked -p bench --bin engine -- --quick
 cargo run --release --locked -p bench --bin pipeline -- --quick
+# The native bench drives a release `kascade serve` (the lib is already built for bench: the binary adds ~20 s).
+cargo build --release --locked -p kascade -p bench --bin kascade --bin native
+KASCADE_BIN="$CARGO_TARGET_DIR/release/kascade" "$CARGO_TARGET_DIR/release/native" --quick

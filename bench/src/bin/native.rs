@@ -37,9 +37,10 @@ struct Args {
     /// A short smoke run (a few seconds in all), for CI.
     #[arg(long)]
     quick: bool,
-    /// Parent of the brokers' temporary data dirs.
-    #[arg(long, default_value = ".")]
-    dir: PathBuf,
+    /// Parent of the brokers' temporary data dirs and sockets (default: the system's
+    /// temporary dir; a Unix socket path must stay under 108 bytes).
+    #[arg(long)]
+    dir: Option<PathBuf>,
     /// Measured milliseconds of each throughput case (default 1000, or 40 with --quick);
     /// each paced latency case runs three times as long.
     #[arg(long)]
@@ -504,7 +505,10 @@ fn start_broker(
 ) -> Result<Broker, String> {
     let dir = root.join(format!("broker-{wait}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {dir:?}: {e}"))?;
+    let socket = root.join(format!("{wait}.sock"));
     let mut flags = vec![
+        "--native".to_string(),
+        format!("unix://{}", socket.display()),
         "--native-wait".to_string(),
         wait.to_string(),
         "--native-spin-us".to_string(),
@@ -525,13 +529,16 @@ fn main() {
         .into_iter()
         .filter(|m| args.modes.is_empty() || args.modes.contains(m))
         .collect();
-    std::fs::create_dir_all(&args.dir).expect("creating --dir");
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).expect("creating --dir");
     let root = tempfile::Builder::new()
         .prefix("kascade-native-bench-")
-        .tempdir_in(&args.dir)
+        .tempdir_in(&dir)
         .expect("creating the benchmark's data dir");
+    // The socket URLs must be absolute.
+    let root_path = std::path::absolute(root.path()).unwrap_or_else(|_| root.path().into());
     let started = Instant::now();
-    report::print_machine("kascade native-path benchmark", root.path());
+    report::print_machine("kascade native-path benchmark", &root_path);
     println!(
         "clients   : kascade_wire::native::Client; publisher, subscribers, broker and floors share these {} CPUs",
         report::nproc()
@@ -572,7 +579,7 @@ fn main() {
         }
         let mut broker = match start_broker(
             &bin,
-            root.path(),
+            &root_path,
             wait,
             args.spin_us,
             served.contains(&Mode::Tcp),
