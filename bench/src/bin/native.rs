@@ -8,9 +8,10 @@
 //! way the transport can (spin, spin-then-futex, futex, eventfd), back to back
 //! and paced at the stream's gap; the loopback TCP round trip to a child
 //! process (this binary re-executed); and the Kafka path (librdkafka produce
-//! -> consume, 1 KiB, acks=all, volatile topic) against the same broker. Then
-//! one broker per wait mode (`--native-wait block|spin|busy`) serves the
-//! cases: one publisher and 1 or 4 subscribers (threads of this process, each
+//! -> consume, 1 KiB, acks=all, volatile topic, at the stream's rate) against
+//! the same `kascade` binary with its default settings. Then one broker per
+//! wait mode (`--native-wait block|spin|busy`, `--upcall-wait block` unless
+//! told otherwise) serves the cases: one publisher and 1 or 4 subscribers (threads of this process, each
 //! its own client), values stamped with `CLOCK_MONOTONIC`, a paced stream
 //! for latency and an unpaced one for throughput. It ends with the targets as
 //! measured / limit / ratio / PASS or MISS; a miss never fails the run.
@@ -53,6 +54,11 @@ struct Args {
     /// stream finds them spinning.
     #[arg(long, default_value_t = 200)]
     spin_us: u32,
+    /// The brokers' `--upcall-wait` (block, spin or busy). Subscriptions to volatile topics
+    /// are pumped by the native core thread; the messaging lambda's upcall workers only
+    /// back that up, and spinning there takes a vCPU from the clients.
+    #[arg(long, default_value = "block")]
+    upcall_wait: String,
     /// Value sizes of the latency section, in bytes (comma separated; at least 16).
     #[arg(long, value_delimiter = ',', default_values_t = [64, 1 << 10, 64 << 10])]
     sizes: Vec<usize>,
@@ -242,7 +248,7 @@ fn print_floors(f: &Floors) {
     if let Some((ack, e2e)) = &f.kafka {
         let rate = 1e9 / f.gap.as_nanos().max(1) as f64;
         println!(
-            "  Kafka path (librdkafka, same broker), 1 KiB, acks=all, volatile, {}/s:",
+            "  Kafka path (librdkafka, kascade default settings), 1 KiB, acks=all, volatile, {}/s:",
             fmt_rate(rate)
         );
         println!(
@@ -256,20 +262,23 @@ fn print_floors(f: &Floors) {
     }
 }
 
-/// The Kafka path's paced produce -> ack and produce -> consume against `broker`.
+/// The Kafka path's paced produce -> ack and produce -> consume, against a broker
+/// of its own with default settings.
 fn kafka_path(
-    admin: &Admin,
-    broker: &Broker,
+    bin: &Path,
+    root: &Path,
     rate: u64,
     budget: &Budget,
 ) -> Result<(Latency, Latency), String> {
-    let topic = "kafka-path";
-    admin.create(topic, Storage::Volatile)?;
-    let r = bench::kafka_path::paced(&broker.addr, topic, rate, true, budget);
-    admin.delete(topic);
-    let p = r?;
-    let e2e = p.e2e.map(|h| Latency::of(&h)).unwrap_or_default();
-    Ok((Latency::of(&p.ack), e2e))
+    let dir = root.join("broker-kafka");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {dir:?}: {e}"))?;
+    let broker = Broker::start(bin, &dir, &[])?;
+    let admin = Admin::new(&broker.addr)?;
+    on_topic(&admin, "kafka-path", |topic| {
+        let p = bench::kafka_path::paced(&broker.addr, topic, rate, true, budget)?;
+        let e2e = p.e2e.map(|h| Latency::of(&h)).unwrap_or_default();
+        Ok((Latency::of(&p.ack), e2e))
+    })
 }
 
 /// One latency row.
@@ -500,9 +509,10 @@ fn start_broker(
     bin: &Path,
     root: &Path,
     wait: &str,
-    spin_us: u32,
+    args: &Args,
     tcp: bool,
 ) -> Result<Broker, String> {
+    let spin_us = args.spin_us;
     let dir = root.join(format!("broker-{wait}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {dir:?}: {e}"))?;
     let socket = root.join(format!("{wait}.sock"));
@@ -513,6 +523,8 @@ fn start_broker(
         wait.to_string(),
         "--native-spin-us".to_string(),
         spin_us.to_string(),
+        "--upcall-wait".to_string(),
+        args.upcall_wait.clone(),
     ];
     if tcp {
         flags.extend(["--native-tcp".to_string(), "127.0.0.1:0".to_string()]);
@@ -544,13 +556,14 @@ fn main() {
         report::nproc()
     );
     println!(
-        "run       : {} ms per throughput case, {} ms per paced case at {}/s, {} ms warm-up, {} ms per floor, spin {} µs{}",
+        "run       : {} ms per throughput case, {} ms per paced case at {}/s, {} ms warm-up, {} ms per floor, spin {} µs, brokers' --upcall-wait {}{}",
         budget.case.as_millis(),
         (budget.case * 3).as_millis(),
         fmt_rate(args.rate as f64),
         budget.warmup.as_millis(),
         budget.floor.as_millis(),
         args.spin_us,
+        args.upcall_wait,
         if args.quick { " (--quick)" } else { "" }
     );
     let gap = Duration::from_nanos(1_000_000_000 / args.rate.max(1));
@@ -566,24 +579,25 @@ fn main() {
     };
     let mut lat_rows = Vec::new();
     let mut rate_rows = Vec::new();
-    // One broker per wait mode; the spin broker also serves TCP and the Kafka path.
+    if run(Section::Kafka) {
+        match kafka_path(&bin, &root_path, args.rate, &budget) {
+            Ok(k) => floors.kafka = Some(k),
+            Err(e) => println!("  error: Kafka path: {e}"),
+        }
+    }
+    // One broker per wait mode; the spin broker also serves TCP.
     for wait in ["spin", "block", "busy"] {
         let served: Vec<Mode> = modes
             .iter()
             .copied()
             .filter(|m| m.broker_wait() == wait)
             .collect();
-        let kafka = wait == "spin" && run(Section::Kafka);
-        if served.is_empty() && !kafka {
+        if served.is_empty() || !(run(Section::Latency) || run(Section::Throughput)) {
             continue;
         }
-        let mut broker = match start_broker(
-            &bin,
-            &root_path,
-            wait,
-            args.spin_us,
-            served.contains(&Mode::Tcp),
-        ) {
+        let started = start_broker(&bin, &root_path, wait, &args, served.contains(&Mode::Tcp))
+            .and_then(|b| Ok((Admin::new(&b.addr)?, b)));
+        let (admin, mut broker) = match started {
             Ok(b) => b,
             Err(e) => {
                 println!("\nerror: starting the {wait} broker: {e}");
@@ -591,19 +605,6 @@ fn main() {
             }
         };
         eprintln!("broker ({wait}): {}", broker.ready);
-        let admin = match Admin::new(&broker.addr) {
-            Ok(a) => a,
-            Err(e) => {
-                println!("\nerror: {e}");
-                continue;
-            }
-        };
-        if kafka {
-            match kafka_path(&admin, &broker, args.rate, &budget) {
-                Ok(k) => floors.kafka = Some(k),
-                Err(e) => println!("  error: Kafka path: {e}"),
-            }
-        }
         let mut n = 0;
         for &mode in &served {
             let url = match mode {
