@@ -20,6 +20,7 @@ pub mod floors;
 pub mod kafka_path;
 pub mod loopback;
 pub mod native_path;
+pub mod native_report;
 pub mod report;
 pub mod served;
 pub mod shm_floor;
@@ -112,6 +113,16 @@ pub fn fmt_size(bytes: usize) -> String {
     } else {
         format!("{bytes} B")
     }
+}
+
+/// p50, p99 and p99.9 in µs on one line.
+pub fn fmt_latency(l: &Latency) -> String {
+    format!(
+        "p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs",
+        fmt_us(l.p50),
+        fmt_us(l.p99),
+        fmt_us(l.p999)
+    )
 }
 
 /// Prints one latency line: a label, p50/p99/p99.9/max in µs and the sample count.

@@ -101,7 +101,8 @@ pub struct RateResult {
     pub msgs_per_s: f64,
     /// Their value bytes per second.
     pub bytes_per_s: f64,
-    /// Records per second the slowest subscriber received over the same records, if any.
+    /// Records per second the slowest subscriber received, from the first measured send
+    /// to the last record's arrival (a subscriber that lags behind shows it), if any.
     pub delivered_per_s: Option<f64>,
     /// CPU over the measured window.
     pub cpu: Cpu,
@@ -113,14 +114,15 @@ struct Shared {
     measure_from: AtomicU64,
     /// The first measured sequence number (throughput cases).
     first_seq: AtomicU64,
+    /// When the publisher sent it (ns, `CLOCK_MONOTONIC`).
+    first_sent: AtomicU64,
 }
 
 /// What one subscriber saw.
 struct Seen {
     latency: Histogram<u64>,
     received: u64,
-    /// When the first measured record arrived, and the last record before the stop.
-    first_at: Option<u64>,
+    /// When the last record before the stop arrived.
     last_at: u64,
     /// Records from the first measured one on.
     measured: u64,
@@ -156,7 +158,6 @@ fn spawn_subscriber(
             let mut seen = Seen {
                 latency: latency_histogram(),
                 received: 0,
-                first_at: None,
                 last_at: 0,
                 measured: 0,
             };
@@ -181,11 +182,7 @@ fn spawn_subscriber(
                 if stamp >= shared.measure_from.load(Ordering::Relaxed) {
                     record(&mut seen.latency, now.saturating_sub(stamp));
                 }
-                let first = shared.first_seq.load(Ordering::Relaxed);
-                if seq == first {
-                    seen.first_at = Some(now);
-                }
-                if seq >= first {
+                if seq >= shared.first_seq.load(Ordering::Relaxed) {
                     seen.measured += 1;
                 }
             }
@@ -204,6 +201,7 @@ impl Subscribers {
         let shared = Arc::new(Shared {
             measure_from: AtomicU64::new(u64::MAX),
             first_seq: AtomicU64::new(u64::MAX),
+            first_sent: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let mut handles = Vec::new();
@@ -364,7 +362,7 @@ pub fn throughput(case: &Case, warmup: Duration, duration: Duration) -> Result<R
     // Collect acks about every 1 MiB of values (16..16384 records): the answers
     // waiting in the response ring and the client's map stay small.
     let every = ((1usize << 20) / case.size.max(1)).clamp(16, 16384) as u64;
-    let ((n, secs, cpu), seen) = with_clients(case, |p, shared| {
+    let ((n, secs, cpu, first_sent), seen) = with_clients(case, |p, shared| {
         let run = |p: &mut Publisher, until: Instant| -> Result<u64, String> {
             let mut n = 0;
             loop {
@@ -379,20 +377,22 @@ pub fn throughput(case: &Case, warmup: Duration, duration: Duration) -> Result<R
             }
         };
         run(p, Instant::now() + warmup)?;
+        shared.first_sent.store(mono_ns(), Ordering::SeqCst);
         shared.first_seq.store(p.seq + 1, Ordering::SeqCst);
         let mark = CpuMark::now(Some(case.broker_pid));
         let t0 = Instant::now();
         let n = run(p, t0 + duration)?;
         let secs = t0.elapsed().as_secs_f64();
         let (clients, broker) = mark.share_since(Some(case.broker_pid));
-        Ok((n, secs, Cpu { clients, broker }))
+        let first_sent = shared.first_sent.load(Ordering::SeqCst);
+        Ok((n, secs, Cpu { clients, broker }, first_sent))
     })?;
     let msgs_per_s = n as f64 / secs.max(1e-9);
     let delivered_per_s = seen
         .iter()
         .map(|s| {
-            let span = s.last_at.saturating_sub(s.first_at.unwrap_or(s.last_at));
-            s.measured.saturating_sub(1) as f64 / (span as f64 / 1e9).max(1e-9)
+            let span = s.last_at.saturating_sub(first_sent);
+            s.measured as f64 / (span as f64 / 1e9).max(1e-9)
         })
         .min_by(f64::total_cmp);
     Ok(RateResult {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::floors::Floors;
-use crate::{fmt_us, Latency};
+use crate::fmt_latency;
 
 /// The number of CPUs this process may run on.
 pub fn nproc() -> usize {
@@ -77,14 +77,7 @@ pub fn print_machine(title: &str, data_dir: &Path) {
 
 /// Prints the floors block that every later figure is compared with.
 pub fn print_floors(f: &Floors) {
-    let lat = |l: &Latency| {
-        format!(
-            "p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs",
-            fmt_us(l.p50),
-            fmt_us(l.p99),
-            fmt_us(l.p999)
-        )
-    };
+    let lat = fmt_latency;
     println!("\n-- machine floors (measured now, same binary) --");
     println!(
         "  clock read (Instant::now pair)               {}",

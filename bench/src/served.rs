@@ -36,6 +36,39 @@ impl Storage {
     }
 }
 
+/// The flags of a benchmark that drives a `kascade serve` process.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServedArgs {
+    /// A short smoke run (a few seconds in all), for CI.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measured milliseconds of each throughput case (default 1000, or 40 with --quick);
+    /// each paced latency case runs three times as long.
+    #[arg(long)]
+    pub duration_ms: Option<u64>,
+    /// The `kascade` binary to run (default: the one beside this binary).
+    #[arg(long, env = "KASCADE_BIN")]
+    pub kascade_bin: Option<PathBuf>,
+}
+
+impl ServedArgs {
+    /// How long each part runs.
+    pub fn budget(&self) -> crate::Budget {
+        crate::Budget::new(self.quick, self.duration_ms)
+    }
+
+    /// The `kascade` binary to run, or exits with a message saying how to build it.
+    pub fn bin_or_exit(&self) -> PathBuf {
+        match kascade_bin(self.kascade_bin.as_deref()) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
 /// A `kascade serve` child process on a free loopback port; killed on drop.
 pub struct Broker {
     /// The process.

@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 
 use bench::kafka_path::{drained, paced, prime, producer, send, FETCH_WAIT_NS, PACED_SIZE};
 use bench::report::{self, Bound, Target};
-use bench::served::{cores, kascade_bin, Admin, Broker, CpuMark, Storage};
-use bench::{fmt_rate, fmt_size, fmt_us, latency_histogram, print_latency, Budget, Latency};
+use bench::served::{cores, Admin, Broker, CpuMark, ServedArgs, Storage};
+use bench::{
+    fmt_latency as lat, fmt_rate, fmt_size, fmt_us, latency_histogram, print_latency, Budget,
+    Latency,
+};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use rdkafka::mocking::MockCluster;
@@ -34,16 +37,11 @@ use rdkafka::producer::{Producer, PurgeConfig};
     about = "Kascade Kafka-path benchmarks (librdkafka client), each figure beside same-run floors"
 )]
 struct Args {
-    /// A short smoke run (a few seconds in all), for CI.
-    #[arg(long)]
-    quick: bool,
+    #[command(flatten)]
+    served: ServedArgs,
     /// Parent of the broker's temporary data dir (and of the fdatasync floor's file).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// Measured milliseconds of each throughput case (default 1000, or 40 with --quick);
-    /// each paced latency case runs three times as long.
-    #[arg(long)]
-    duration_ms: Option<u64>,
     /// Value sizes of the throughput section, in bytes (comma separated).
     #[arg(long, value_delimiter = ',', default_values_t = [100, 1 << 10, 10 << 10, 1 << 20])]
     sizes: Vec<usize>,
@@ -56,9 +54,6 @@ struct Args {
     /// Run only these sections (comma separated); the floors they need always run.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
-    /// The `kascade` binary to run (default: the one beside this binary).
-    #[arg(long, env = "KASCADE_BIN")]
-    kascade_bin: Option<PathBuf>,
 }
 
 /// The sections of the benchmark, for `--only`.
@@ -167,15 +162,6 @@ impl Floors {
             .find(|(s, a, _)| *s == size && *a == acks)
             .map(|(_, _, r)| *r)
     }
-}
-
-fn lat(l: &Latency) -> String {
-    format!(
-        "p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs",
-        fmt_us(l.p50),
-        fmt_us(l.p99),
-        fmt_us(l.p999)
-    )
 }
 
 fn print_floors(f: &Floors) {
@@ -522,7 +508,7 @@ fn targets(floors: &Floors, f: &Figures) -> Vec<Target> {
 fn main() {
     bench::loopback::run_echo_child_if_asked();
     let args = Args::parse();
-    let budget = Budget::new(args.quick, args.duration_ms);
+    let budget = args.served.budget();
     std::fs::create_dir_all(&args.dir).expect("creating --dir");
     let root = tempfile::Builder::new()
         .prefix("kascade-kafka-bench-")
@@ -544,19 +530,13 @@ fn main() {
         (budget.case * 3).as_millis(),
         budget.warmup.as_millis(),
         budget.floor.as_millis(),
-        if args.quick { " (--quick)" } else { "" }
+        if args.served.quick { " (--quick)" } else { "" }
     );
     let run = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let floors = measure_floors(&args, &budget, root.path(), run);
     print_floors(&floors);
 
-    let bin = match kascade_bin(args.kascade_bin.as_deref()) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let bin = args.served.bin_or_exit();
     let mut broker = match Broker::start(&bin, root.path(), &[]) {
         Ok(b) => b,
         Err(e) => {

@@ -19,14 +19,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bench::kafka_path::PACED_SIZE;
-use bench::native_path::{self, Case, Cpu, PacedResult, RateResult, MIN_VALUE};
-use bench::report::{self, Bound, Target};
-use bench::served::{cores, kascade_bin, Admin, Broker, Storage};
-use bench::shm_floor::{shm_ping_pong, ShmWait};
+use bench::native_path::{self, Case, MIN_VALUE};
+use bench::native_report::{
+    measure_floors, print_floors, print_latency_table, print_rate_table, targets, Mode, Row,
+};
+use bench::report;
+use bench::served::{Admin, Broker, ServedArgs, Storage};
 use bench::{fmt_rate, fmt_size, fmt_us, Budget, Latency};
 use clap::Parser;
-use kascade_wire::native::WaitStrategy;
 
 /// Benchmarks Kascade's native path (shared memory and TCP), beside same-run floors.
 #[derive(Parser, Debug)]
@@ -35,17 +35,12 @@ use kascade_wire::native::WaitStrategy;
     about = "Kascade native-path benchmarks (shm and tcp clients), each figure beside same-run floors"
 )]
 struct Args {
-    /// A short smoke run (a few seconds in all), for CI.
-    #[arg(long)]
-    quick: bool,
+    #[command(flatten)]
+    served: ServedArgs,
     /// Parent of the brokers' temporary data dirs and sockets (default: the system's
     /// temporary dir; a Unix socket path must stay under 108 bytes).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Measured milliseconds of each throughput case (default 1000, or 40 with --quick);
-    /// each paced latency case runs three times as long.
-    #[arg(long)]
-    duration_ms: Option<u64>,
     /// The paced stream's rate, records per second.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
@@ -77,9 +72,6 @@ struct Args {
     /// Run only these sections (comma separated); the floors always run.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
-    /// The `kascade` binary to run (default: the one beside this binary).
-    #[arg(long, env = "KASCADE_BIN")]
-    kascade_bin: Option<PathBuf>,
 }
 
 /// The sections of the benchmark, for `--only`.
@@ -91,175 +83,6 @@ enum Section {
     Throughput,
     /// The Kafka path's produce -> consume latency (librdkafka).
     Kafka,
-}
-
-/// A transport and the way its clients and the broker wait.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Mode {
-    /// Shared memory, everyone parks at once.
-    Block,
-    /// Shared memory, spin `--spin-us` then park.
-    Spin,
-    /// Shared memory, never park.
-    Busy,
-    /// TCP on loopback, spin-then-park.
-    Tcp,
-}
-
-impl Mode {
-    const ALL: [Mode; 4] = [Mode::Block, Mode::Spin, Mode::Busy, Mode::Tcp];
-
-    fn label(self, spin_us: u32) -> String {
-        match self {
-            Mode::Block => "shm, blocking wake-ups".into(),
-            Mode::Spin => format!("shm, spin {spin_us} µs then park"),
-            Mode::Busy => "shm, busy-polling".into(),
-            Mode::Tcp => format!("tcp, spin {spin_us} µs then park"),
-        }
-    }
-
-    /// The broker's `--native-wait`.
-    fn broker_wait(self) -> &'static str {
-        match self {
-            Mode::Block => "block",
-            Mode::Spin | Mode::Tcp => "spin",
-            Mode::Busy => "busy",
-        }
-    }
-
-    fn client_wait(self, spin_us: u32) -> WaitStrategy {
-        match self {
-            Mode::Block => WaitStrategy::Block,
-            Mode::Spin | Mode::Tcp => WaitStrategy::SpinThenPark { spin_us },
-            Mode::Busy => WaitStrategy::BusyPoll,
-        }
-    }
-}
-
-/// Everything measured to judge the native path against.
-#[derive(Default)]
-struct Floors {
-    clock: Latency,
-    gap: Duration,
-    /// One-way shared-memory hand-off per wait: (back to back, paced at `gap`).
-    shm: Vec<(ShmWait, Latency, Latency)>,
-    /// Loopback TCP round trip of 1 KiB: (back to back, paced at `gap`).
-    loopback: Option<(Latency, Latency)>,
-    /// The Kafka path at the stream's rate: (produce -> ack, produce -> consume).
-    kafka: Option<(Latency, Latency)>,
-}
-
-impl Floors {
-    /// The paced one-way shm floor of `wait`'s kind.
-    fn shm_paced(&self, pick: fn(&ShmWait) -> bool) -> Option<Latency> {
-        self.shm.iter().find(|(w, ..)| pick(w)).map(|(_, _, p)| *p)
-    }
-
-    /// The floor a mode's latency is read against: (name, latency).
-    fn for_mode(&self, mode: Mode) -> Option<(&'static str, Latency)> {
-        match mode {
-            Mode::Block => self
-                .shm_paced(|w| *w == ShmWait::Futex)
-                .map(|l| ("futex", l)),
-            Mode::Spin => self
-                .shm_paced(|w| matches!(w, ShmWait::SpinThenFutex(_)))
-                .map(|l| ("spin-futex", l)),
-            Mode::Busy => self.shm_paced(|w| *w == ShmWait::Spin).map(|l| ("spin", l)),
-            Mode::Tcp => self.loopback.map(|(_, p)| ("tcp rtt", p)),
-        }
-    }
-}
-
-fn lat(l: &Latency) -> String {
-    format!(
-        "p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs",
-        fmt_us(l.p50),
-        fmt_us(l.p99),
-        fmt_us(l.p999)
-    )
-}
-
-fn wait_name(w: &ShmWait) -> String {
-    match w {
-        ShmWait::Spin => "spin".into(),
-        ShmWait::SpinThenFutex(d) => format!("spin {} µs then futex", d.as_micros()),
-        ShmWait::Futex => "futex".into(),
-        ShmWait::Eventfd => "eventfd".into(),
-    }
-}
-
-fn measure_floors(budget: &Budget, gap: Duration, spin_us: u32) -> Floors {
-    let mut f = Floors {
-        clock: Latency::of(&bench::floors::clock_overhead(budget.floor / 4)),
-        gap,
-        ..Floors::default()
-    };
-    for wait in [
-        ShmWait::Spin,
-        ShmWait::SpinThenFutex(Duration::from_micros(spin_us.into())),
-        ShmWait::Futex,
-        ShmWait::Eventfd,
-    ] {
-        let both = shm_ping_pong(wait, Duration::ZERO, budget.floor)
-            .and_then(|b| Ok((b, shm_ping_pong(wait, gap, budget.floor)?)));
-        match both {
-            Ok((b, p)) => f.shm.push((wait, Latency::of(&b), Latency::of(&p))),
-            Err(e) => println!("  error: shm ping-pong, {}: {e}", wait_name(&wait)),
-        }
-    }
-    match bench::loopback::loopback_floor(PACED_SIZE, gap, budget.floor) {
-        Ok(l) => f.loopback = Some(l),
-        Err(e) => println!("  error: loopback floor: {e}"),
-    }
-    f
-}
-
-fn print_floors(f: &Floors) {
-    println!("\n-- floors (measured now, same binary) --");
-    println!(
-        "  clock read (Instant::now pair)                        {}",
-        lat(&f.clock)
-    );
-    println!("  shared-memory ping-pong between two processes, one way (round trip / 2):");
-    for (w, back, paced) in &f.shm {
-        println!(
-            "    {:<24} back to back         {}",
-            wait_name(w),
-            lat(back)
-        );
-        println!(
-            "    {:<24} {:>4} µs apart         {}",
-            "",
-            f.gap.as_micros(),
-            lat(paced)
-        );
-    }
-    if let Some((back, paced)) = &f.loopback {
-        println!(
-            "  loopback TCP round trip, 1 KiB, two processes         {}",
-            lat(back)
-        );
-        println!(
-            "    ... {:>4} µs idle before each                       {}",
-            f.gap.as_micros(),
-            lat(paced)
-        );
-    }
-    if let Some((ack, e2e)) = &f.kafka {
-        let rate = 1e9 / f.gap.as_nanos().max(1) as f64;
-        println!(
-            "  Kafka path (librdkafka, kascade default settings), 1 KiB, acks=all, volatile, {}/s:",
-            fmt_rate(rate)
-        );
-        println!(
-            "    produce -> ack                                      {}",
-            lat(ack)
-        );
-        println!(
-            "    produce -> consume                                  {}",
-            lat(e2e)
-        );
-    }
 }
 
 /// The Kafka path's paced produce -> ack and produce -> consume, against a broker
@@ -281,22 +104,6 @@ fn kafka_path(
     })
 }
 
-/// One latency row.
-struct LatencyRow {
-    mode: Mode,
-    size: usize,
-    subscribers: usize,
-    result: Result<PacedResult, String>,
-}
-
-/// One throughput row.
-struct RateRow {
-    mode: Mode,
-    size: usize,
-    subscribers: usize,
-    result: Result<RateResult, String>,
-}
-
 /// Runs `f` on a fresh one-partition volatile topic of `admin`'s broker.
 fn on_topic<T>(
     admin: &Admin,
@@ -309,199 +116,76 @@ fn on_topic<T>(
     r
 }
 
-fn cpu_cols(c: &Cpu) -> String {
-    format!("{:>11} {:>11}", cores(c.clients), cores(c.broker))
+/// The cases one broker serves, each on a fresh topic.
+struct Cases<'a> {
+    admin: &'a Admin,
+    broker: &'a Broker,
+    wait: &'static str,
+    spin_us: u32,
+    /// Topics made so far (names them).
+    n: usize,
 }
 
-fn print_latency_table(rows: &[LatencyRow], floors: &Floors, args: &Args) {
-    println!(
-        "\n-- publish -> subscriber callback, paced at {}/s, volatile topic, 1 partition --",
-        fmt_rate(args.rate as f64)
-    );
-    println!("  one publisher (sleeps between sends), subscribers are threads of this process; p50/floor: the mode's paced floor above");
-    println!(
-        "  {:<30} {:>6} {:>4}  {:>8} {:>8} {:>8} {:>8}  {:>7}  {:>16}  {:>11} {:>11}",
-        "mode",
-        "size",
-        "subs",
-        "p50 µs",
-        "p99 µs",
-        "p99.9 µs",
-        "max µs",
-        "n",
-        "p50 / floor",
-        "client CPU",
-        "broker CPU"
-    );
-    for r in rows {
-        let head = format!(
-            "  {:<30} {:>6} {:>4}",
-            r.mode.label(args.spin_us),
-            fmt_size(r.size),
-            r.subscribers
-        );
-        let p = match &r.result {
-            Ok(p) => p,
-            Err(e) => {
-                println!("{head}  error: {e}");
-                continue;
+impl Cases<'_> {
+    /// Runs `f` for every value size and subscriber count in `mode`, on a fresh topic each,
+    /// with one progress line on stderr per case; `f` also returns that line.
+    fn run<T>(
+        &mut self,
+        mode: Mode,
+        sizes: &[usize],
+        subscribers: &[usize],
+        f: impl Fn(&Case) -> Result<(T, String), String>,
+    ) -> Vec<Row<T>> {
+        let url = match mode {
+            Mode::Tcp => self.broker.field("native_tcp"),
+            _ => self.broker.field("native"),
+        }
+        .filter(|u| u != "off");
+        let mut rows = Vec::new();
+        for &size in sizes {
+            for &subs in subscribers {
+                self.n += 1;
+                let result = url
+                    .clone()
+                    .ok_or_else(|| format!("no URL in the ready line: {}", self.broker.ready))
+                    .and_then(|url| {
+                        let case = Case {
+                            url,
+                            topic: format!("native-{}-{}", self.wait, self.n),
+                            wait: mode.client_wait(self.spin_us),
+                            size: size.max(MIN_VALUE),
+                            subscribers: subs,
+                            broker_pid: self.broker.child.id(),
+                        };
+                        on_topic(self.admin, &case.topic, |_| f(&case))
+                    });
+                let row = Row {
+                    mode,
+                    size,
+                    subscribers: subs,
+                    result: result.map(|(t, line)| {
+                        eprintln!(
+                            "  case: {}: {line}",
+                            row_name(mode, size, subs, self.spin_us)
+                        );
+                        t
+                    }),
+                };
+                if let Err(e) = &row.result {
+                    eprintln!(
+                        "  case: {}: error: {e}",
+                        row_name(mode, size, subs, self.spin_us)
+                    );
+                }
+                rows.push(row);
             }
-        };
-        let l = Latency::of(&p.latency);
-        let vs = floors.for_mode(r.mode).map_or("-".into(), |(name, f)| {
-            format!("{:.1}x {name}", l.p50 as f64 / f.p50.max(1) as f64)
-        });
-        let mut notes = Vec::new();
-        if p.received != p.sent * r.subscribers as u64 {
-            notes.push(format!(
-                "received {} of {}",
-                p.received,
-                p.sent * r.subscribers as u64
-            ));
         }
-        if p.fell_behind > 0 {
-            notes.push(format!("publisher fell behind {} times", p.fell_behind));
-        }
-        println!(
-            "{head}  {:>8} {:>8} {:>8} {:>8}  {:>7}  {:>16}  {}{}",
-            fmt_us(l.p50),
-            fmt_us(l.p99),
-            fmt_us(l.p999),
-            fmt_us(l.max),
-            l.count,
-            vs,
-            cpu_cols(&p.cpu),
-            if notes.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", notes.join(", "))
-            }
-        );
+        rows
     }
 }
 
-fn print_rate_table(rows: &[RateRow], args: &Args) {
-    println!("\n-- publish throughput: one publisher, publish_nowait (the broker coalesces what is queued), acks collected every ~1 MiB --");
-    println!(
-        "  {:<30} {:>6} {:>4}  {:>10} {:>9}  {:>15}  {:>11} {:>11}",
-        "mode", "size", "subs", "msgs/s", "MB/s", "delivered/s", "client CPU", "broker CPU"
-    );
-    for r in rows {
-        let head = format!(
-            "  {:<30} {:>6} {:>4}",
-            r.mode.label(args.spin_us),
-            fmt_size(r.size),
-            r.subscribers
-        );
-        match &r.result {
-            Ok(t) => println!(
-                "{head}  {:>10} {:>9.1}  {:>15}  {}",
-                fmt_rate(t.msgs_per_s),
-                t.bytes_per_s / 1e6,
-                t.delivered_per_s.map_or("-".into(), fmt_rate),
-                cpu_cols(&t.cpu)
-            ),
-            Err(e) => println!("{head}  error: {e}"),
-        }
-    }
-}
-
-fn targets(floors: &Floors, lat: &[LatencyRow], rates: &[RateRow], args: &Args) -> Vec<Target> {
-    let us = |ns: u64| ns as f64 / 1000.0;
-    let find = |mode: Mode| {
-        lat.iter()
-            .find(|r| r.mode == mode && r.size == 1 << 10 && r.subscribers == 1)
-            .and_then(|r| r.result.as_ref().ok())
-            .map(|p| Latency::of(&p.latency))
-    };
-    let gap = floors.gap.as_micros();
-    let mut t = Vec::new();
-    let spin = find(Mode::Spin);
-    if let (Some(l), Some((_, f))) = (spin, floors.for_mode(Mode::Spin)) {
-        t.push(Target {
-            name: format!(
-                "spin-then-park 1 KiB p50 <= 3 x spin-then-futex floor ({} µs, {gap} µs apart)",
-                fmt_us(f.p50)
-            ),
-            measured: us(l.p50),
-            limit: 3.0 * us(f.p50),
-            unit: "µs",
-            bound: Bound::AtMost,
-        });
-    }
-    if let Some(l) = spin {
-        t.push(Target {
-            name: format!(
-                "spin-then-park 1 KiB p99 <= 50 µs ({}/s stream)",
-                fmt_rate(args.rate as f64)
-            ),
-            measured: us(l.p99),
-            limit: 50.0,
-            unit: "µs",
-            bound: Bound::AtMost,
-        });
-    }
-    if let (Some(l), Some((_, f))) = (find(Mode::Block), floors.for_mode(Mode::Block)) {
-        t.push(Target {
-            name: format!(
-                "blocking 1 KiB p50 <= 1.5 x futex floor ({} µs, {gap} µs apart)",
-                fmt_us(f.p50)
-            ),
-            measured: us(l.p50),
-            limit: 1.5 * us(f.p50),
-            unit: "µs",
-            bound: Bound::AtMost,
-        });
-    }
-    let best = rates
-        .iter()
-        .filter(|r| r.size == 64 && r.subscribers == 0)
-        .filter_map(|r| r.result.as_ref().ok().map(|t| (r.mode, t.msgs_per_s)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
-    if let Some((mode, rate)) = best {
-        t.push(Target {
-            name: format!(
-                "64 B from one publisher >= 1M msgs/s (best mode: {})",
-                mode.label(args.spin_us)
-            ),
-            measured: rate,
-            limit: 1e6,
-            unit: "msgs/s",
-            bound: Bound::AtLeast,
-        });
-    }
-    if let (Some(l), Some((_, kafka))) = (spin, floors.kafka) {
-        t.push(Target {
-            name: format!(
-                "Kafka path p50 ({} µs) / native spin-then-park 1 KiB p50 >= 20",
-                fmt_us(kafka.p50)
-            ),
-            measured: kafka.p50 as f64 / l.p50.max(1) as f64,
-            limit: 20.0,
-            unit: "x",
-            bound: Bound::AtLeast,
-        });
-    }
-    t
-}
-
-/// One line on stderr as each case ends: the run's progress.
-fn progress(
-    mode: Mode,
-    size: usize,
-    subscribers: usize,
-    args: &Args,
-    what: &Result<String, &String>,
-) {
-    let what = match what {
-        Ok(s) => s.clone(),
-        Err(e) => format!("error: {e}"),
-    };
-    eprintln!(
-        "  case: {} {} x{subscribers}: {what}",
-        mode.label(args.spin_us),
-        fmt_size(size)
-    );
+fn row_name(mode: Mode, size: usize, subscribers: usize, spin_us: u32) -> String {
+    format!("{} {} x{subscribers}", mode.label(spin_us), fmt_size(size))
 }
 
 /// Starts a broker whose native core waits by `wait`, with the TCP listener when asked.
@@ -535,7 +219,7 @@ fn start_broker(
 fn main() {
     bench::loopback::run_echo_child_if_asked();
     let args = Args::parse();
-    let budget = Budget::new(args.quick, args.duration_ms);
+    let budget = args.served.budget();
     let run = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let modes: Vec<Mode> = Mode::ALL
         .into_iter()
@@ -564,19 +248,13 @@ fn main() {
         budget.floor.as_millis(),
         args.spin_us,
         args.upcall_wait,
-        if args.quick { " (--quick)" } else { "" }
+        if args.served.quick { " (--quick)" } else { "" }
     );
     let gap = Duration::from_nanos(1_000_000_000 / args.rate.max(1));
     let mut floors = measure_floors(&budget, gap, args.spin_us);
     print_floors(&floors);
 
-    let bin = match kascade_bin(args.kascade_bin.as_deref()) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let bin = args.served.bin_or_exit();
     let mut lat_rows = Vec::new();
     let mut rate_rows = Vec::new();
     if run(Section::Kafka) {
@@ -605,79 +283,29 @@ fn main() {
             }
         };
         eprintln!("broker ({wait}): {}", broker.ready);
-        let mut n = 0;
+        let mut cases = Cases {
+            admin: &admin,
+            broker: &broker,
+            wait,
+            spin_us: args.spin_us,
+            n: 0,
+        };
         for &mode in &served {
-            let url = match mode {
-                Mode::Tcp => broker.field("native_tcp"),
-                _ => broker.field("native"),
-            };
-            let Some(url) = url.filter(|u| u != "off") else {
-                println!(
-                    "  error: no native URL for {mode:?} in the ready line: {}",
-                    broker.ready
-                );
-                continue;
-            };
-            let case = |size: usize, subscribers: usize, n: usize| Case {
-                url: url.clone(),
-                topic: format!("native-{wait}-{n}"),
-                wait: mode.client_wait(args.spin_us),
-                size: size.max(MIN_VALUE),
-                subscribers,
-                broker_pid: broker.child.id(),
-            };
             if run(Section::Latency) {
-                for &size in &args.sizes {
-                    for &subscribers in &args.subscribers {
-                        n += 1;
-                        let c = case(size, subscribers, n);
-                        let result = on_topic(&admin, &c.topic, |_| {
-                            native_path::paced(&c, args.rate, budget.warmup, budget.case * 3)
-                        });
-                        progress(
-                            mode,
-                            size,
-                            subscribers,
-                            &args,
-                            &result.as_ref().map(|p| {
-                                let l = Latency::of(&p.latency);
-                                format!("p50 {} µs, p99 {} µs", fmt_us(l.p50), fmt_us(l.p99))
-                            }),
-                        );
-                        lat_rows.push(LatencyRow {
-                            mode,
-                            size,
-                            subscribers,
-                            result,
-                        });
-                    }
-                }
+                lat_rows.extend(cases.run(mode, &args.sizes, &args.subscribers, |c| {
+                    let p = native_path::paced(c, args.rate, budget.warmup, budget.case * 3)?;
+                    let l = Latency::of(&p.latency);
+                    let line = format!("p50 {} µs, p99 {} µs", fmt_us(l.p50), fmt_us(l.p99));
+                    Ok((p, line))
+                }));
             }
             if run(Section::Throughput) {
-                for &size in &args.tput_sizes {
-                    for &subscribers in &args.tput_subscribers {
-                        n += 1;
-                        let c = case(size, subscribers, n);
-                        let result = on_topic(&admin, &c.topic, |_| {
-                            native_path::throughput(&c, budget.warmup, budget.case)
-                        });
-                        progress(
-                            mode,
-                            size,
-                            subscribers,
-                            &args,
-                            &result
-                                .as_ref()
-                                .map(|t| format!("{} msgs/s", fmt_rate(t.msgs_per_s))),
-                        );
-                        rate_rows.push(RateRow {
-                            mode,
-                            size,
-                            subscribers,
-                            result,
-                        });
-                    }
-                }
+                let sizes = (&args.tput_sizes, &args.tput_subscribers);
+                rate_rows.extend(cases.run(mode, sizes.0, sizes.1, |c| {
+                    let t = native_path::throughput(c, budget.warmup, budget.case)?;
+                    let line = format!("{} msgs/s", fmt_rate(t.msgs_per_s));
+                    Ok((t, line))
+                }));
             }
         }
         if let Some(rss) = broker.rss_mib() {
@@ -690,12 +318,18 @@ fn main() {
 
     print_floors(&floors);
     if !lat_rows.is_empty() {
-        print_latency_table(&lat_rows, &floors, &args);
+        print_latency_table(&lat_rows, &floors, args.rate, args.spin_us);
     }
     if !rate_rows.is_empty() {
-        print_rate_table(&rate_rows, &args);
+        print_rate_table(&rate_rows, args.spin_us);
     }
-    report::print_targets(&targets(&floors, &lat_rows, &rate_rows, &args));
+    report::print_targets(&targets(
+        &floors,
+        &lat_rows,
+        &rate_rows,
+        args.rate,
+        args.spin_us,
+    ));
     println!(
         "\nloadavg at end: {}; total {:.1} s",
         report::loadavg(),
