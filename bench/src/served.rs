@@ -141,11 +141,7 @@ impl Broker {
 
     /// The value of `name=` in the ready line (`kafka`, `admin`, `native`, ...).
     pub fn field(&self, name: &str) -> Option<String> {
-        let prefix = format!("{name}=");
-        self.ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(prefix.as_str()))
-            .map(|v| v.trim_matches('"').to_string())
+        log_field(&self.ready, name)
     }
 
     /// The last 20 lines of the broker's log.
@@ -185,6 +181,14 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of `name=` in a log line of `key=value` fields (quotes trimmed).
+pub fn log_field(line: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .map(|v| v.trim_matches('"').to_string())
 }
 
 /// The `kascade` binary: `explicit` (a flag or `KASCADE_BIN`), else the one beside this binary.
@@ -313,5 +317,42 @@ impl Admin {
         if let Some(e) = err {
             println!("  note: deleting topic {name} failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_fields_are_found_by_name() {
+        let line = "2026-11-26T05:43:48Z  INFO kascade::server: kascade is ready data_dir=/tmp/d \
+                    kafka=127.0.0.1:1 native=shm:///tmp/d/s.sock native_tcp=off name=\"x\"";
+        assert_eq!(
+            log_field(line, "native").as_deref(),
+            Some("shm:///tmp/d/s.sock")
+        );
+        assert_eq!(log_field(line, "native_tcp").as_deref(), Some("off"));
+        assert_eq!(log_field(line, "kafka").as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(log_field(line, "name").as_deref(), Some("x"));
+        assert_eq!(log_field(line, "tcp"), None);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let before = cpu_time("self").expect("/proc/self/stat is readable");
+        // Busy work until the kernel's tick-grained count moves; the guard only stops a hang.
+        let guard = Instant::now() + Duration::from_secs(60);
+        let mut x = 0u64;
+        let after = loop {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let now = cpu_time("self").expect("/proc/self/stat is readable");
+            if now > before || Instant::now() > guard {
+                break now;
+            }
+        };
+        assert!(after > before, "{before:?} -> {after:?}");
     }
 }
