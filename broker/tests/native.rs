@@ -173,13 +173,16 @@ fn many_subscribers_each_get_every_record_in_order() {
         publish_all(&b.tcp, &b, topic, N / 2);
         for s in subscribers {
             let got = s.join().unwrap();
-            let offsets: Vec<i64> = got.iter().map(|r| r.1).collect();
+            let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
             assert_eq!(offsets, (0..N as i64).collect::<Vec<_>>(), "{topic}");
             for (j, r) in got.iter().enumerate() {
                 let i = j % (N / 2);
-                assert_eq!(r.2.as_deref(), Some(format!("k{i}").as_bytes()));
-                assert_eq!(r.3, value(i));
-                assert_eq!(r.4, vec![(b"i".to_vec(), Some(i.to_string().into_bytes()))]);
+                assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
+                assert_eq!(r.value, value(i));
+                assert_eq!(
+                    r.headers,
+                    vec![(b"i".to_vec(), Some(i.to_string().into_bytes()))]
+                );
             }
         }
     }
@@ -205,7 +208,7 @@ fn a_slow_subscriber_gets_every_record_without_holding_up_the_others() {
     let acks = p.flush().unwrap();
     assert_eq!(acks.last().unwrap().offset, N as i64 - 1);
     let got = receive(&mut fast, N);
-    assert!(got.iter().enumerate().all(|(i, r)| r.1 == i as i64));
+    assert!(got.iter().enumerate().all(|(i, r)| r.offset == i as i64));
     // Now it reads, slowly at first; nothing was dropped while it was full.
     let mut offsets = Vec::with_capacity(N);
     while offsets.len() < N {
@@ -235,14 +238,14 @@ fn a_subscriber_that_reconnects_resumes_exactly_where_it_left_off() {
         let sub = c.subscribe("t", &[1], Offset::At(base)).unwrap();
         assert_eq!(sub.starts, vec![(1, base)]);
         let first = receive(&mut c, 40);
-        let last = first.last().unwrap().1;
+        let last = first.last().unwrap().offset;
         assert_eq!(last, base + 39);
         drop(c);
         let mut c = b.client(&url, "reader again");
         let sub = c.subscribe("t", &[1], Offset::At(last + 1)).unwrap();
         assert_eq!(sub.starts, vec![(1, last + 1)]);
         let rest = receive(&mut c, 60);
-        let offsets: Vec<i64> = rest.iter().map(|r| r.1).collect();
+        let offsets: Vec<i64> = rest.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, (last + 1..base + 100).collect::<Vec<_>>());
         // Exactly the rest: nothing more is pushed.
         assert!(c

@@ -303,7 +303,7 @@ fn a_client_scribbling_on_its_rings_is_closed_alone() {
     // The bystander saw every well-behaved record and nothing else.
     let got = native_support::receive(&mut bystander, cases.len());
     for (i, r) in got.iter().enumerate() {
-        assert_eq!(r.3, format!("ok-{i}").into_bytes());
+        assert_eq!(r.value, format!("ok-{i}").into_bytes());
     }
 }
 

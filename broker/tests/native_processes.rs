@@ -100,7 +100,7 @@ fn kascade_pub_and_sub_publish_lines_and_print_records_like_kcat() {
         .unwrap();
     assert_eq!(ok(&out), "b\nc\n");
     // A live subscriber from the end sees what is published after it started.
-    let mut live = kascade(&[
+    let live = kascade(&[
         "sub",
         "t",
         "-o",
@@ -192,6 +192,6 @@ fn sigkilled_clients_are_closed_and_freed_and_the_others_keep_working() {
     let mut p = b.client(&b.tcp, "after");
     let last = p.publish("t", Some(0), None, b"after", &[]).unwrap().offset;
     let got = receive(&mut bystander, last as usize + 1);
-    assert!(got.iter().enumerate().all(|(i, r)| r.1 == i as i64));
-    assert_eq!(got.last().unwrap().3, b"after");
+    assert!(got.iter().enumerate().all(|(i, r)| r.offset == i as i64));
+    assert_eq!(got.last().unwrap().value, b"after");
 }

@@ -94,6 +94,7 @@ fn build_kascade() -> PathBuf {
 pub struct Broker {
     child: Child,
     bootstrap: String,
+    ready: String,
     log: Arc<Mutex<Vec<String>>>,
     _data_dir: tempfile::TempDir,
 }
@@ -143,6 +144,7 @@ impl Broker {
         let mut broker = Broker {
             child,
             bootstrap: String::new(),
+            ready: String::new(),
             log,
             _data_dir: data_dir,
         };
@@ -155,12 +157,28 @@ impl Broker {
         };
         broker.bootstrap = field(&line, "kafka=")
             .unwrap_or_else(|| panic!("no kafka= address in the ready line: {line}"));
+        broker.ready = line;
         broker
     }
 
     /// The `host:port` clients bootstrap from.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// The native shared-memory URL (`shm:///.../native.sock`) from the ready line.
+    pub fn native_shm(&self) -> String {
+        field(&self.ready, "native=")
+            .filter(|u| u.starts_with("shm://"))
+            .unwrap_or_else(|| panic!("no native= shm URL in the ready line: {}", self.ready))
+    }
+
+    /// The native TCP URL (`tcp://host:port`) from the ready line; start the
+    /// broker with `--native-tcp 127.0.0.1:0` to have one.
+    pub fn native_tcp(&self) -> String {
+        field(&self.ready, "native_tcp=")
+            .filter(|u| u.starts_with("tcp://"))
+            .unwrap_or_else(|| panic!("no native_tcp= URL in the ready line: {}", self.ready))
     }
 
     /// The broker's log so far.

@@ -152,33 +152,39 @@ impl Native {
     }
 }
 
-/// Every record a client receives until it has `n`, as
-/// `(partition, offset, key, value, headers)`.
-pub fn receive(
-    c: &mut Client,
-    n: usize,
-) -> Vec<(
-    i32,
-    i64,
-    Option<Vec<u8>>,
-    Vec<u8>,
-    Vec<(Vec<u8>, Option<Vec<u8>>)>,
-)> {
+/// One record as a subscriber received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The key.
+    pub key: Option<Vec<u8>>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// The headers, in order.
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// Every record a client receives until it has `n`.
+pub fn receive(c: &mut Client, n: usize) -> Vec<Received> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let d = c
             .next_record(Some(GUARD))
             .expect("next record")
             .unwrap_or_else(|| panic!("only {} of {n} records arrived", out.len()));
-        out.push((
-            d.partition(),
-            d.offset(),
-            d.key().map(<[u8]>::to_vec),
-            d.value().to_vec(),
-            d.headers()
+        out.push(Received {
+            partition: d.partition(),
+            offset: d.offset(),
+            key: d.key().map(<[u8]>::to_vec),
+            value: d.value().to_vec(),
+            headers: d
+                .headers()
                 .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
                 .collect(),
-        ));
+        });
     }
     out
 }
