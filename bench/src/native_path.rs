@@ -42,6 +42,40 @@ pub fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// This thread's CPU mask.
+fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain bits (all zero is a valid, empty set); sched_getaffinity
+    // fills the one we own for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let rc = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        (rc == 0).then_some(set)
+    }
+}
+
+/// Restricts the calling thread to `cpus` (nothing when empty).
+fn pin(cpus: &[usize]) -> Result<(), String> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: as in `affinity`; CPU_SET ignores a CPU beyond the set's size, and
+    // sched_setaffinity only reads the set and applies it to the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(format!(
+            "pinning a client thread to CPUs {cpus:?}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// One case: where, how the clients wait, and what flows.
 #[derive(Clone, Debug)]
 pub struct Case {
@@ -57,6 +91,11 @@ pub struct Case {
     pub subscribers: usize,
     /// The broker's pid, for its CPU share.
     pub broker_pid: u32,
+    /// The publisher's own thread is one of the subscribers: it waits for each record it
+    /// publishes (paced cases), so only it and the broker need a CPU per record.
+    pub colocated: bool,
+    /// Run the publisher and subscriber threads on these CPUs only (empty: anywhere).
+    pub client_cpus: Vec<usize>,
 }
 
 impl Case {
@@ -128,6 +167,54 @@ struct Seen {
     measured: u64,
 }
 
+impl Seen {
+    fn new() -> Seen {
+        Seen {
+            latency: latency_histogram(),
+            received: 0,
+            last_at: 0,
+            measured: 0,
+        }
+    }
+
+    /// Waits for the next record and notes it: its sequence number, or `None` for the stop.
+    fn take(&mut self, c: &mut Client, shared: &Shared) -> Result<Option<u64>, String> {
+        let d = c
+            .next_record(Some(HANG_GUARD))
+            .map_err(|e| format!("next_record: {e}"))?
+            .ok_or_else(|| format!("no record within {HANG_GUARD:?}"))?;
+        let now = mono_ns();
+        let v = d.value();
+        let word = |i: usize| {
+            v.get(i..i + 8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let (stamp, seq) = (word(0), word(8));
+        if stamp == STOP {
+            return Ok(None);
+        }
+        self.received += 1;
+        self.last_at = now;
+        if stamp >= shared.measure_from.load(Ordering::Relaxed) {
+            record(&mut self.latency, now.saturating_sub(stamp));
+        }
+        if seq >= shared.first_seq.load(Ordering::Relaxed) {
+            self.measured += 1;
+        }
+        Ok(Some(seq))
+    }
+}
+
+/// A subscriber client of `case`'s topic, from its end.
+fn subscriber(case: &Case) -> Result<Client, String> {
+    let mut c = Client::connect_with(&case.url, case.options("bench-subscriber"))
+        .map_err(|e| format!("subscriber connect: {e}"))?;
+    c.subscribe(&case.topic, &[0], Offset::Latest)
+        .map_err(|e| format!("subscribe: {e}"))?;
+    Ok(c)
+}
+
 fn spawn_subscriber(
     case: &Case,
     index: usize,
@@ -138,14 +225,11 @@ fn spawn_subscriber(
     std::thread::Builder::new()
         .name(format!("subscriber-{index}"))
         .spawn(move || {
-            let setup = (|| {
-                let mut c = Client::connect_with(&case.url, case.options("bench-subscriber"))
-                    .map_err(|e| format!("subscriber connect: {e}"))?;
-                c.subscribe(&case.topic, &[0], Offset::Latest)
-                    .map_err(|e| format!("subscribe: {e}"))?;
-                Ok::<_, String>(c)
-            })();
-            let mut c = match setup {
+            if let Err(e) = pin(&case.client_cpus) {
+                let _ = ready.send(Err(e.clone()));
+                return Err(e);
+            }
+            let mut c = match subscriber(&case) {
                 Ok(c) => {
                     let _ = ready.send(Ok(()));
                     c
@@ -155,37 +239,9 @@ fn spawn_subscriber(
                     return Err(e);
                 }
             };
-            let mut seen = Seen {
-                latency: latency_histogram(),
-                received: 0,
-                last_at: 0,
-                measured: 0,
-            };
-            loop {
-                let d = c
-                    .next_record(Some(HANG_GUARD))
-                    .map_err(|e| format!("next_record: {e}"))?
-                    .ok_or_else(|| format!("no record within {HANG_GUARD:?}"))?;
-                let now = mono_ns();
-                let v = d.value();
-                let word = |i: usize| {
-                    v.get(i..i + 8)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, u64::from_le_bytes)
-                };
-                let (stamp, seq) = (word(0), word(8));
-                if stamp == STOP {
-                    return Ok(seen);
-                }
-                seen.received += 1;
-                seen.last_at = now;
-                if stamp >= shared.measure_from.load(Ordering::Relaxed) {
-                    record(&mut seen.latency, now.saturating_sub(stamp));
-                }
-                if seq >= shared.first_seq.load(Ordering::Relaxed) {
-                    seen.measured += 1;
-                }
-            }
+            let mut seen = Seen::new();
+            while seen.take(&mut c, &shared)?.is_some() {}
+            Ok(seen)
         })
         .map_err(|e| format!("spawning a subscriber: {e}"))
 }
@@ -206,7 +262,7 @@ impl Subscribers {
         let (tx, rx) = mpsc::channel();
         let mut handles = Vec::new();
         let mut failed = None;
-        for i in 0..case.subscribers {
+        for i in 0..case.subscribers - usize::from(case.colocated) {
             match spawn_subscriber(case, i, shared.clone(), tx.clone()) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
@@ -290,8 +346,13 @@ fn with_clients<T>(
 ) -> Result<(T, Vec<Seen>), String> {
     let subs = Subscribers::start(case)?;
     let mut publisher = Publisher::connect(case)?;
-    let result = body(&mut publisher, &subs.shared);
+    let before = affinity();
+    let result = pin(&case.client_cpus).and_then(|()| body(&mut publisher, &subs.shared));
     let stopped = publisher.stop();
+    if let Some(mask) = before {
+        // SAFETY: restores this thread's own mask, read by `affinity`.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mask) };
+    }
     let seen = subs.join();
     let out = result?;
     stopped?;
@@ -306,8 +367,13 @@ pub fn paced(
     warmup: Duration,
     duration: Duration,
 ) -> Result<PacedResult, String> {
-    let ((sent, fell_behind, cpu), seen) = with_clients(case, |p, shared| {
+    let ((sent, fell_behind, cpu, own), mut seen) = with_clients(case, |p, shared| {
         tight_timer_slack();
+        let tcp = case.url.starts_with("tcp://");
+        let mut own = match case.colocated && case.subscribers > 0 {
+            true => Some((subscriber(case)?, Seen::new())),
+            false => None,
+        };
         let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
         let warm_end = Instant::now() + warmup;
         let end = warm_end + duration;
@@ -330,6 +396,15 @@ pub fn paced(
                 mark = Some(CpuMark::now(Some(case.broker_pid)));
             }
             p.send(mono_ns())?;
+            if tcp {
+                // Over TCP a queued publish leaves only when 64 KiB are queued or a call
+                // waits: the client has no way to send it without waiting for its ack.
+                p.flush()?;
+            }
+            if let Some((c, seen)) = own.as_mut() {
+                // This thread is a subscriber too: it takes its own record (and any before it).
+                while seen.take(c, shared)?.is_some_and(|seq| seq < p.seq) {}
+            }
             next += period;
             if now > next + period * 50 {
                 next = now + period;
@@ -338,8 +413,14 @@ pub fn paced(
         }
         p.flush()?;
         let (clients, broker) = mark.map_or((None, None), |m| m.share_since(Some(case.broker_pid)));
-        Ok((p.seq, fell_behind, Cpu { clients, broker }))
+        Ok((
+            p.seq,
+            fell_behind,
+            Cpu { clients, broker },
+            own.map(|(_, s)| s),
+        ))
     })?;
+    seen.extend(own);
     let mut latency = latency_histogram();
     for s in &seen {
         latency

@@ -187,15 +187,18 @@ pub struct Row<T> {
     pub size: usize,
     /// Subscribers.
     pub subscribers: usize,
+    /// The publisher's own thread is one of them.
+    pub colocated: bool,
     /// What it measured.
     pub result: Result<T, String>,
 }
 
 impl<T> Row<T> {
-    /// The row's first columns: mode, size, subscribers.
+    /// The row's first columns: mode, size, subscribers (`1*`: the publisher's own thread).
     pub fn head(&self, spin_us: u32) -> String {
+        let star = if self.colocated { "*" } else { " " };
         format!(
-            "  {:<30} {:>6} {:>4}",
+            "  {:<30} {:>6} {:>4}{star}",
             self.mode.label(spin_us),
             fmt_size(self.size),
             self.subscribers
@@ -219,9 +222,11 @@ pub fn print_latency_table(rows: &[LatencyRow], floors: &Floors, rate: u64, spin
         "\n-- publish -> subscriber callback, paced at {}/s, volatile topic, 1 partition --",
         fmt_rate(rate as f64)
     );
-    println!("  one publisher (sleeps between sends), subscribers are threads of this process; p50/floor: the mode's paced floor above");
+    println!("  one publisher (sleeps between sends, collects acks before each); subscribers are threads of this process;");
+    println!("  1*: the publisher's own thread subscribes (waits for each record it sent): two threads, broker core and it, need a CPU");
+    println!("  p50 / floor: against the mode's floor paced at the stream's gap (above)");
     println!(
-        "  {:<30} {:>6} {:>4}  {:>8} {:>8} {:>8} {:>8}  {:>7}  {:>16}  {:>11} {:>11}",
+        "  {:<30} {:>6} {:>5}  {:>8} {:>8} {:>8} {:>8}  {:>7}  {:>16}  {:>11} {:>11}",
         "mode",
         "size",
         "subs",
@@ -280,7 +285,7 @@ pub fn print_latency_table(rows: &[LatencyRow], floors: &Floors, rate: u64, spin
 pub fn print_rate_table(rows: &[RateRow], spin_us: u32) {
     println!("\n-- publish throughput: one publisher, publish_nowait (the broker coalesces what is queued), acks collected every ~1 MiB --");
     println!(
-        "  {:<30} {:>6} {:>4}  {:>10} {:>9}  {:>15}  {:>11} {:>11}",
+        "  {:<30} {:>6} {:>5}  {:>10} {:>9}  {:>15}  {:>11} {:>11}",
         "mode", "size", "subs", "msgs/s", "MB/s", "delivered/s", "client CPU", "broker CPU"
     );
     for r in rows {
@@ -307,19 +312,33 @@ pub fn targets(
     spin_us: u32,
 ) -> Vec<Target> {
     let us = |ns: u64| ns as f64 / 1000.0;
+    // 1 KiB, one subscriber: the publisher's own thread when measured (the floors'
+    // two parties on these CPUs), else a subscriber thread of its own.
     let find = |mode: Mode| {
-        lat.iter()
-            .find(|r| r.mode == mode && r.size == 1 << 10 && r.subscribers == 1)
-            .and_then(|r| r.result.as_ref().ok())
-            .map(|p| Latency::of(&p.latency))
+        let one = |colocated: bool| {
+            lat.iter().find(|r| {
+                r.mode == mode
+                    && r.size == 1 << 10
+                    && r.subscribers == 1
+                    && r.colocated == colocated
+            })
+        };
+        one(true).or_else(|| one(false)).and_then(|r| {
+            r.result
+                .as_ref()
+                .ok()
+                .map(|p| (r.colocated, Latency::of(&p.latency)))
+        })
     };
+    let which = |c: bool| if c { "1*" } else { "1" };
     let gap = floors.gap.as_micros();
     let mut t = Vec::new();
     let spin = find(Mode::Spin);
-    if let (Some(l), Some((_, f))) = (spin, floors.for_mode(Mode::Spin)) {
+    if let (Some((c, l)), Some((_, f))) = (spin, floors.for_mode(Mode::Spin)) {
         t.push(Target {
             name: format!(
-                "spin-then-park 1 KiB p50 <= 3 x spin-then-futex floor ({} µs, {gap} µs apart)",
+                "spin-then-park 1 KiB x{} p50 <= 3 x spin-then-futex floor ({} µs, {gap} µs apart)",
+                which(c),
                 fmt_us(f.p50)
             ),
             measured: us(l.p50),
@@ -328,10 +347,11 @@ pub fn targets(
             bound: Bound::AtMost,
         });
     }
-    if let Some(l) = spin {
+    if let Some((c, l)) = spin {
         t.push(Target {
             name: format!(
-                "spin-then-park 1 KiB p99 <= 50 µs ({}/s stream)",
+                "spin-then-park 1 KiB x{} p99 <= 50 µs ({}/s stream)",
+                which(c),
                 fmt_rate(rate as f64)
             ),
             measured: us(l.p99),
@@ -340,10 +360,11 @@ pub fn targets(
             bound: Bound::AtMost,
         });
     }
-    if let (Some(l), Some((_, f))) = (find(Mode::Block), floors.for_mode(Mode::Block)) {
+    if let (Some((c, l)), Some((_, f))) = (find(Mode::Block), floors.for_mode(Mode::Block)) {
         t.push(Target {
             name: format!(
-                "blocking 1 KiB p50 <= 1.5 x futex floor ({} µs, {gap} µs apart)",
+                "blocking 1 KiB x{} p50 <= 1.5 x futex floor ({} µs, {gap} µs apart)",
+                which(c),
                 fmt_us(f.p50)
             ),
             measured: us(l.p50),
@@ -369,11 +390,12 @@ pub fn targets(
             bound: Bound::AtLeast,
         });
     }
-    if let (Some(l), Some((_, kafka))) = (spin, floors.kafka) {
+    if let (Some((c, l)), Some((_, kafka))) = (spin, floors.kafka) {
         t.push(Target {
             name: format!(
-                "Kafka path p50 ({} µs) / native spin-then-park 1 KiB p50 >= 20",
-                fmt_us(kafka.p50)
+                "Kafka produce->consume p50 ({} µs) / native spin-then-park 1 KiB x{} p50 >= 20",
+                fmt_us(kafka.p50),
+                which(c)
             ),
             measured: kafka.p50 as f64 / l.p50.max(1) as f64,
             limit: 20.0,

@@ -10,9 +10,10 @@
 //! process (this binary re-executed); and the Kafka path (librdkafka produce
 //! -> consume, 1 KiB, acks=all, volatile topic, at the stream's rate) against
 //! the same `kascade` binary with its default settings. Then one broker per
-//! wait mode (`--native-wait block|spin|busy`, `--upcall-wait block` unless
-//! told otherwise) serves the cases: one publisher and 1 or 4 subscribers (threads of this process, each
-//! its own client), values stamped with `CLOCK_MONOTONIC`, a paced stream
+//! wait mode (`--native-wait block|spin|busy`, other settings the defaults
+//! unless `--broker-args` says otherwise) serves the cases: one publisher and
+//! 1 or 4 subscribers (threads of this process, each its own client, or the
+//! publisher's own thread), values stamped with `CLOCK_MONOTONIC`, a paced stream
 //! for latency and an unpaced one for throughput. It ends with the targets as
 //! measured / limit / ratio / PASS or MISS; a miss never fails the run.
 
@@ -25,7 +26,7 @@ use bench::native_report::{
 };
 use bench::report;
 use bench::served::{Admin, Broker, ServedArgs, Storage};
-use bench::{fmt_rate, fmt_size, fmt_us, Budget, Latency};
+use bench::{fmt_rate, fmt_us, Budget, Latency};
 use clap::Parser;
 
 /// Benchmarks Kascade's native path (shared memory and TCP), beside same-run floors.
@@ -49,17 +50,27 @@ struct Args {
     /// stream finds them spinning.
     #[arg(long, default_value_t = 200)]
     spin_us: u32,
-    /// The brokers' `--upcall-wait` (block, spin or busy). Subscriptions to volatile topics
-    /// are pumped by the native core thread; the messaging lambda's upcall workers only
-    /// back that up, and spinning there takes a vCPU from the clients.
-    #[arg(long, default_value = "block")]
-    upcall_wait: String,
+    /// More flags for the native-path brokers, space separated (for instance
+    /// "--upcall-wait block"): a subscribed topic's records also go through the messaging
+    /// lambda's upcall workers, whose waiting competes for these CPUs too.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    broker_args: String,
+    /// Run the publisher and subscriber threads on these CPUs only (comma separated;
+    /// default: anywhere). On 2 vCPUs, `--client-cpus 1` leaves CPU 0 to the broker's
+    /// core thread, so the scheduler cannot stack the spinning threads on one CPU.
+    #[arg(long, value_delimiter = ',')]
+    client_cpus: Vec<usize>,
     /// Value sizes of the latency section, in bytes (comma separated; at least 16).
     #[arg(long, value_delimiter = ',', default_values_t = [64, 1 << 10, 64 << 10])]
     sizes: Vec<usize>,
     /// Subscriber counts of the latency section (comma separated).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
     subscribers: Vec<usize>,
+    /// Also measure latency with the publisher's own thread as the only subscriber (it waits
+    /// for each record it publishes): two threads need a CPU per record, as in the ping-pong
+    /// floors, where a separate subscriber makes three on these 2 vCPUs.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    colocated: bool,
     /// Value sizes of the throughput section, in bytes (comma separated).
     #[arg(long, value_delimiter = ',', default_values_t = [64, 1 << 10, 64 << 10])]
     tput_sizes: Vec<usize>,
@@ -122,6 +133,7 @@ struct Cases<'a> {
     broker: &'a Broker,
     wait: &'static str,
     spin_us: u32,
+    client_cpus: &'a [usize],
     /// Topics made so far (names them).
     n: usize,
 }
@@ -133,7 +145,7 @@ impl Cases<'_> {
         &mut self,
         mode: Mode,
         sizes: &[usize],
-        subscribers: &[usize],
+        subscribers: &[(usize, bool)],
         f: impl Fn(&Case) -> Result<(T, String), String>,
     ) -> Vec<Row<T>> {
         let url = match mode {
@@ -143,7 +155,7 @@ impl Cases<'_> {
         .filter(|u| u != "off");
         let mut rows = Vec::new();
         for &size in sizes {
-            for &subs in subscribers {
+            for &(subs, colocated) in subscribers {
                 self.n += 1;
                 let result = url
                     .clone()
@@ -155,37 +167,29 @@ impl Cases<'_> {
                             wait: mode.client_wait(self.spin_us),
                             size: size.max(MIN_VALUE),
                             subscribers: subs,
+                            colocated,
                             broker_pid: self.broker.child.id(),
+                            client_cpus: self.client_cpus.to_vec(),
                         };
                         on_topic(self.admin, &case.topic, |_| f(&case))
                     });
+                let (result, line) = match result {
+                    Ok((t, line)) => (Ok(t), line),
+                    Err(e) => (Err(e.clone()), format!("error: {e}")),
+                };
                 let row = Row {
                     mode,
                     size,
                     subscribers: subs,
-                    result: result.map(|(t, line)| {
-                        eprintln!(
-                            "  case: {}: {line}",
-                            row_name(mode, size, subs, self.spin_us)
-                        );
-                        t
-                    }),
+                    colocated,
+                    result,
                 };
-                if let Err(e) = &row.result {
-                    eprintln!(
-                        "  case: {}: error: {e}",
-                        row_name(mode, size, subs, self.spin_us)
-                    );
-                }
+                eprintln!("case {}: {line}", row.head(self.spin_us).trim());
                 rows.push(row);
             }
         }
         rows
     }
-}
-
-fn row_name(mode: Mode, size: usize, subscribers: usize, spin_us: u32) -> String {
-    format!("{} {} x{subscribers}", mode.label(spin_us), fmt_size(size))
 }
 
 /// Starts a broker whose native core waits by `wait`, with the TCP listener when asked.
@@ -207,9 +211,8 @@ fn start_broker(
         wait.to_string(),
         "--native-spin-us".to_string(),
         spin_us.to_string(),
-        "--upcall-wait".to_string(),
-        args.upcall_wait.clone(),
     ];
+    flags.extend(args.broker_args.split_whitespace().map(str::to_string));
     if tcp {
         flags.extend(["--native-tcp".to_string(), "127.0.0.1:0".to_string()]);
     }
@@ -240,21 +243,35 @@ fn main() {
         report::nproc()
     );
     println!(
-        "run       : {} ms per throughput case, {} ms per paced case at {}/s, {} ms warm-up, {} ms per floor, spin {} µs, brokers' --upcall-wait {}{}",
+        "run       : {} ms per throughput case, {} ms per paced case at {}/s, {} ms warm-up, {} ms per floor, spin {} µs, broker flags [{}]{}",
         budget.case.as_millis(),
         (budget.case * 3).as_millis(),
         fmt_rate(args.rate as f64),
         budget.warmup.as_millis(),
         budget.floor.as_millis(),
         args.spin_us,
-        args.upcall_wait,
+        args.broker_args,
         if args.served.quick { " (--quick)" } else { "" }
     );
+    if !args.client_cpus.is_empty() {
+        println!(
+            "pinning  : publisher and subscriber threads on CPUs {:?}",
+            args.client_cpus
+        );
+    }
     let gap = Duration::from_nanos(1_000_000_000 / args.rate.max(1));
     let mut floors = measure_floors(&budget, gap, args.spin_us);
     print_floors(&floors);
 
     let bin = args.served.bin_or_exit();
+    // (subscribers, the publisher's thread is one of them)
+    let latency_subs: Vec<(usize, bool)> = args
+        .colocated
+        .then_some((1, true))
+        .into_iter()
+        .chain(args.subscribers.iter().map(|&n| (n, false)))
+        .collect();
+    let tput_subs: Vec<(usize, bool)> = args.tput_subscribers.iter().map(|&n| (n, false)).collect();
     let mut lat_rows = Vec::new();
     let mut rate_rows = Vec::new();
     if run(Section::Kafka) {
@@ -288,11 +305,12 @@ fn main() {
             broker: &broker,
             wait,
             spin_us: args.spin_us,
+            client_cpus: &args.client_cpus,
             n: 0,
         };
         for &mode in &served {
             if run(Section::Latency) {
-                lat_rows.extend(cases.run(mode, &args.sizes, &args.subscribers, |c| {
+                lat_rows.extend(cases.run(mode, &args.sizes, &latency_subs, |c| {
                     let p = native_path::paced(c, args.rate, budget.warmup, budget.case * 3)?;
                     let l = Latency::of(&p.latency);
                     let line = format!("p50 {} µs, p99 {} µs", fmt_us(l.p50), fmt_us(l.p99));
@@ -300,8 +318,7 @@ fn main() {
                 }));
             }
             if run(Section::Throughput) {
-                let sizes = (&args.tput_sizes, &args.tput_subscribers);
-                rate_rows.extend(cases.run(mode, sizes.0, sizes.1, |c| {
+                rate_rows.extend(cases.run(mode, &args.tput_sizes, &tput_subs, |c| {
                     let t = native_path::throughput(c, budget.warmup, budget.case)?;
                     let line = format!("{} msgs/s", fmt_rate(t.msgs_per_s));
                     Ok((t, line))
