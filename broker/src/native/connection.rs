@@ -460,7 +460,7 @@ impl Conn {
                 self.shared.clone(),
             )));
         }
-        if let Err(message) = ns.registry.add(&topic.name, &subs) {
+        if let Err(message) = ns.registry.add(&topic, &subs) {
             return self.respond_error(id, error_code::ENGINE, &message);
         }
         ns.metrics.subscriptions.increment(subs.len() as f64);

@@ -208,6 +208,17 @@ impl NativeServer {
             listeners.push(listener);
         }
         let registry = subscriptions::Registry::new(kafka.engine.clone());
+        let hooked = Arc::downgrade(&registry);
+        let hook: crate::kafka::AppendHook = Arc::new(move |topic, key, written| {
+            if let Some(registry) = hooked.upgrade() {
+                registry.appended(topic, key, written);
+            }
+        });
+        if kafka.append_hook.set(hook).is_err() {
+            return Err(NativeStartError::Setting(
+                "this broker's Kafka face already serves native subscriptions".into(),
+            ));
+        }
         let shared = Arc::new(NativeShared {
             kafka,
             registry: registry.clone(),
