@@ -129,6 +129,17 @@ pub struct Config {
     /// Largest Kafka request frame accepted; a bigger one closes the connection.
     #[arg(long, env = "KASCADE_MAX_FRAME_BYTES", default_value_t = kascade_wire::kafka::frame::DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
+    /// Use an NVIDIA GPU when its driver and a device are there (`auto`), or never (`off`);
+    /// a build without the `cuda` feature never does.
+    #[arg(long, env = "KASCADE_GPU", value_enum, default_value_t = crate::gpu::GpuMode::Auto)]
+    pub gpu: crate::gpu::GpuMode,
+    /// The CUDA device ordinal to use.
+    #[arg(long, env = "KASCADE_GPU_DEVICE", default_value_t = 0)]
+    pub gpu_device: usize,
+    /// GPU memory for GPU-resident objects (pools with gpu = true), bytes; 0 takes a
+    /// quarter of the device memory free at start.
+    #[arg(long, env = "KASCADE_GPU_CACHE_BYTES", default_value_t = 0)]
+    pub gpu_cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -149,6 +160,9 @@ impl Default for Config {
             admin_token_file: None,
             admin_max_body_bytes: 64 << 20,
             max_frame_bytes: kascade_wire::kafka::frame::DEFAULT_MAX_FRAME_BYTES,
+            gpu: crate::gpu::GpuMode::Auto,
+            gpu_device: 0,
+            gpu_cache_bytes: 0,
         }
     }
 }
