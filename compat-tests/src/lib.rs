@@ -94,6 +94,7 @@ fn build_kascade() -> PathBuf {
 pub struct Broker {
     child: Child,
     bootstrap: String,
+    admin: String,
     log: Arc<Mutex<Vec<String>>>,
     _data_dir: tempfile::TempDir,
 }
@@ -143,6 +144,7 @@ impl Broker {
         let mut broker = Broker {
             child,
             bootstrap: String::new(),
+            admin: String::new(),
             log,
             _data_dir: data_dir,
         };
@@ -155,12 +157,19 @@ impl Broker {
         };
         broker.bootstrap = field(&line, "kafka=")
             .unwrap_or_else(|| panic!("no kafka= address in the ready line: {line}"));
+        broker.admin = field(&line, "admin=")
+            .unwrap_or_else(|| panic!("no admin= address in the ready line: {line}"));
         broker
     }
 
     /// The `host:port` clients bootstrap from.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// The admin API's `host:port`.
+    pub fn admin(&self) -> &str {
+        &self.admin
     }
 
     /// The broker's log so far.

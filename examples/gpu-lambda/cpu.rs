@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each user of this file takes the part it needs
 //! The example GPU lambda's computation (examples/gpu-lambda/threshold.cu) on
 //! the CPU, for the tests to compare the GPU's output with byte for byte and
 //! for the benchmark's CPU lambda. Included with `#[path]` where it is used.
