@@ -23,9 +23,9 @@ cd "$(dirname "$0")/.."
 mode="${1:-}"
 bundle="${2:-target/gpu-bundle.tar.gz}"
 
-# The test executable cargo's JSON messages name last.
+# The test harness executable cargo's JSON messages name (profile "test": true).
 executable() {
-  grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4
+  grep '"test":true' | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4
 }
 
 build() {

@@ -30,7 +30,8 @@ static __device__ unsigned int load_le32(const unsigned char *p) {
            ((unsigned int)p[3] << 24);
 }
 
-extern "C" __global__ void threshold(const unsigned char *input, unsigned long long input_len,
+/* At most 1024 threads a block: the compiler keeps to the registers that many allow. */
+extern "C" __global__ void __launch_bounds__(1024) threshold(const unsigned char *input, unsigned long long input_len,
                                      unsigned char *output, unsigned long long output_cap,
                                      unsigned long long *output_len,
                                      const unsigned char *params, unsigned long long params_len) {
