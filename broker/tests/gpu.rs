@@ -126,7 +126,7 @@ impl Broker {
     fn log_line(&self, needle: &str) -> String {
         let mut early = self.early.borrow_mut();
         if let Some(i) = early.iter().position(|l| l.contains(needle)) {
-            return early.drain(..=i).last().unwrap_or_default();
+            return early.drain(..=i).next_back().unwrap_or_default();
         }
         early.clear();
         spawn::wait_for(&self.served.log, needle)
