@@ -221,6 +221,25 @@ fn gpu_off_is_reported_and_pools_and_lambdas_say_so() {
     );
     b.put("/frames/a", b"still a store");
     assert_eq!(b.wait_value("/frames/a", 0), b"still a store");
+    // The CLI passes it too, on create and alter.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(spawn::binary())
+            .args(args)
+            .args(["--admin", &b.http.base, "--json"])
+            .env_remove("KASCADE_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let created = cli(&["pool", "create", "/cli", "--storage", "volatile", "--gpu"]);
+    assert_eq!(created["gpu"], true, "{created}");
+    let altered = cli(&["pool", "alter", "/cli", "--gpu", "false"]);
+    assert_eq!(altered["gpu"], false, "{altered}");
 
     // A cuda lambda cannot run here: a clear 400, not a panic.
     let a = b.http.json(
