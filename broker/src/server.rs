@@ -42,7 +42,8 @@ impl Broker {
     /// with the broker's lambda kinds registered so stored bindings come back.
     pub fn open(config: &Config) -> Result<Broker, ServeError> {
         let lambdas = LambdaHost::new();
-        let engine = lambdas.register(Engine::builder(config.engine())).open()?;
+        let builder = crate::gpu::attach(config, &lambdas, Engine::builder(config.engine()));
+        let engine = lambdas.register(builder).open()?;
         Ok(Broker { engine, lambdas })
     }
 
