@@ -262,3 +262,73 @@ fn a_process_that_never_attaches_fails_calls_after_the_timeout() {
     assert_eq!(o.value, b"still here");
     assert_eq!(c.get("/app/out/x", GetAt::Latest).unwrap(), None);
 }
+
+#[test]
+fn the_three_stage_pipeline_runs_with_a_process_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Setup::start(&dir.path().join("data"));
+    for (p, storage) in [
+        ("frames", "volatile"),
+        ("filtered", "volatile"),
+        ("scored", "trigger"),
+        ("stored", "volatile"),
+    ] {
+        s.ok(&[
+            "pool",
+            "create",
+            &format!("/farm/{p}"),
+            "--storage",
+            storage,
+        ]);
+    }
+    let stage = |name: &str, kind: &str, config: Value, from: &str, to: &str, mode: &str| {
+        serde_json::json!({
+            "name": name,
+            "prefix": format!("/farm/{from}"),
+            "kind": kind,
+            "config": config,
+            "destinations": [{"prefix": format!("/farm/{to}"), "mode": mode}],
+        })
+    };
+    let process = serde_json::json!({ "command": [example().to_str().unwrap()] });
+    let spec = serde_json::json!({
+        "name": "farm",
+        "vertices": [
+            stage("filter", "forward", Value::Null, "frames", "filtered", "put"),
+            stage("score", "process", process, "filtered", "scored", "trigger"),
+            stage("store", "forward", Value::Null, "scored", "stored", "put"),
+        ],
+    });
+    let file = dir.path().join("farm.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    s.ok(&["pipeline", "load", file.to_str().unwrap()]);
+    let mut c = s.client();
+    let n = 50;
+    for i in 0..n {
+        for camera in ["cam1", "cam2"] {
+            c.put(
+                &format!("/farm/frames/{camera}"),
+                format!("frame {camera} {i}").as_bytes(),
+            )
+            .unwrap();
+        }
+    }
+    for camera in ["cam1", "cam2"] {
+        let key = format!("/farm/stored/{camera}");
+        let start = Instant::now();
+        while values(&mut c, &key).len() < n {
+            assert!(start.elapsed() < GUARD, "{key}: {:?}", values(&mut c, &key));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let expected: Vec<String> = (0..n)
+            .map(|i| format!("FRAME {} {i}", camera.to_uppercase()))
+            .collect();
+        assert_eq!(values(&mut c, &key), expected, "in order, each once");
+    }
+    s.ok(&["pipeline", "rm", "farm"]);
+    let start = Instant::now();
+    while !s.children().is_empty() {
+        assert!(start.elapsed() < GUARD, "children {:?}", s.children());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -145,10 +145,7 @@ impl Slot {
     }
 
     /// Waits until a process is attached or `deadline` passes; the connection and a call id.
-    pub(crate) fn wait_attached(
-        &self,
-        deadline: Instant,
-    ) -> Result<PendingCall, String> {
+    pub(crate) fn wait_attached(&self, deadline: Instant) -> Result<PendingCall, String> {
         let mut st = self.state.lock();
         loop {
             if st.stopped {
