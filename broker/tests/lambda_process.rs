@@ -256,7 +256,12 @@ fn a_process_that_never_attaches_fails_calls_after_the_timeout() {
     c.put("/app/in/y", b"b").unwrap();
     let stats = s.wait_calls("mute", 2);
     assert_eq!(stats["errors"], 2, "{stats}");
-    // The broker goes on serving.
+    // Only the process the broker started may attach: a wrong token or name is refused.
+    let e = c.attach("mute", "not-the-token").unwrap_err().to_string();
+    assert!(e.contains("token"), "{e}");
+    let e = c.attach("nobody", "x").unwrap_err().to_string();
+    assert!(e.contains("no process lambda"), "{e}");
+    // The broker (and this connection) go on serving.
     c.put("/app/other", b"still here").unwrap();
     let o = c.get("/app/other", GetAt::Latest).unwrap().unwrap();
     assert_eq!(o.value, b"still here");
