@@ -88,6 +88,8 @@ pub(crate) struct ConnShared {
     /// Another thread asks the core to look at this connection.
     attention: AtomicBool,
     closed: AtomicBool,
+    /// The largest frame the connection carries.
+    max_payload: usize,
 }
 
 impl ConnShared {
@@ -199,6 +201,7 @@ impl Conn {
             need_room: AtomicUsize::new(0),
             attention: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            max_payload: conn.max_payload(),
         });
         Conn {
             id,
@@ -717,8 +720,19 @@ impl UpcallSink for ConnShared {
     fn conn_id(&self) -> u64 {
         self.id
     }
-    fn send(&self, frame: &Frame<'_>) {
+    fn send(&self, frame: &Frame<'_>) -> Result<(), String> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err("the lambda process's connection closed".into());
+        }
+        let len = frame.encoded_len().map_err(|e| e.to_string())?;
+        if len > self.max_payload {
+            return Err(format!(
+                "an upcall of {len} bytes is larger than the lambda process's connection carries ({} bytes)",
+                self.max_payload
+            ));
+        }
         self.send_or_queue(frame);
+        Ok(())
     }
 }
 

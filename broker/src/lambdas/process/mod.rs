@@ -310,7 +310,7 @@ impl Lambda for ProcessLambda {
     ) -> Result<(), LambdaError> {
         let deadline = Instant::now() + self.timeout;
         let (conn, id, rx) = self.slot.wait_attached(deadline).map_err(LambdaError)?;
-        conn.send(&Frame::new(
+        let sent = conn.send(&Frame::new(
             id,
             Body::Upcall(Object {
                 version: object.version,
@@ -321,6 +321,10 @@ impl Lambda for ProcessLambda {
                 value: &object.value,
             }),
         ));
+        if let Err(e) = sent {
+            self.slot.forget(id);
+            return Err(LambdaError(e));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(Ok(())) => Ok(()),

@@ -14,8 +14,8 @@ use parking_lot::{Condvar, Mutex};
 pub trait UpcallSink: Send + Sync {
     /// The connection's number (unique for the life of the broker).
     fn conn_id(&self) -> u64;
-    /// Writes `frame` to the connection now, or queues it (never waits).
-    fn send(&self, frame: &Frame<'_>);
+    /// Writes `frame` to the connection now, or queues it (never waits); why not.
+    fn send(&self, frame: &Frame<'_>) -> Result<(), String>;
 }
 
 /// What a call gets back: success, or the process's message.
