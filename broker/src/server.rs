@@ -134,7 +134,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     tracing::info!("shutting down");
     kafka.abort();
     admin.abort();
-    broker.lambdas().stop_processes();
+    let host = broker.lambdas().clone();
+    tokio::task::spawn_blocking(move || host.stop_processes())
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))?;
     tokio::task::spawn_blocking(move || native.shutdown())
         .await
         .map_err(|e| ServeError::Task(e.to_string()))?;

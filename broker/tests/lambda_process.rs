@@ -53,16 +53,21 @@ impl Drop for Setup {
 
 impl Setup {
     fn start(dir: &Path) -> Setup {
+        let s = Setup::restart(dir);
+        s.ok(&["pool", "create", "/app", "--storage", "volatile"]);
+        s
+    }
+
+    /// A broker on `dir` as it is (pools and bindings stored there come back).
+    fn restart(dir: &Path) -> Setup {
         let served = spawn::serve("127.0.0.1:0", dir, &[]);
         let admin = format!("http://{}", served.admin_addr());
         let native = spawn::field(&served.ready, "native").expect("native= in the ready line");
-        let s = Setup {
+        Setup {
             served,
             admin,
             native,
-        };
-        s.ok(&["pool", "create", "/app", "--storage", "volatile"]);
-        s
+        }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -336,4 +341,26 @@ fn the_three_stage_pipeline_runs_with_a_process_stage() {
         assert!(start.elapsed() < GUARD, "children {:?}", s.children());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_stored_process_binding_comes_back_after_a_restart_and_shutdown_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Setup::start(&data);
+    s.deploy_example("upper", "/app/in", "/app/out");
+    let first = s.wait_child(None);
+    spawn::stop(&mut s.served.child);
+    assert!(
+        !alive(first),
+        "the broker's shutdown stops its lambda processes"
+    );
+    drop(s);
+
+    let s = Setup::restart(&data);
+    s.wait_child(None);
+    let mut c = s.client();
+    c.put("/app/in/k", b"again").unwrap();
+    s.wait_calls("upper", 1);
+    assert_eq!(values(&mut c, "/app/out/k"), ["AGAIN"]);
 }

@@ -111,11 +111,16 @@ impl LambdaHost {
         all.push(Arc::downgrade(sup));
     }
 
-    /// Stops every external lambda process (broker shutdown); their bindings stay stored.
+    /// Stops every external lambda process (broker shutdown: SIGTERM, SIGKILL
+    /// after the grace period) and waits for them; their bindings stay stored.
     pub fn stop_processes(&self) {
         let all: Vec<_> = self.supervisors.lock().drain(..).collect();
-        for sup in all.iter().filter_map(Weak::upgrade) {
+        let live: Vec<_> = all.iter().filter_map(Weak::upgrade).collect();
+        for sup in &live {
             sup.stop();
+        }
+        for sup in &live {
+            sup.wait_finished(process::GRACE + std::time::Duration::from_secs(1));
         }
     }
 

@@ -30,7 +30,7 @@ use super::LambdaHost;
 use registry::{Registry, Slot};
 
 /// How long a stopped process has after SIGTERM before SIGKILL.
-const GRACE: Duration = Duration::from_secs(2);
+pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
 /// A `process` binding's config (JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +125,8 @@ impl LambdaKind for ProcessKind {
             slot: slot.clone(),
             stop: Mutex::new(false),
             wake: Condvar::new(),
+            finished: Mutex::new(false),
+            finished_cv: Condvar::new(),
             pid: AtomicU32::new(0),
             restarts: metrics::counter!("kascade_lambda_process_restarts_total", "lambda" => spec.name.clone()),
         });
@@ -153,6 +155,9 @@ pub(crate) struct Supervisor {
     slot: Arc<Slot>,
     stop: Mutex<bool>,
     wake: Condvar,
+    /// Set when `run` returned (its process is stopped).
+    finished: Mutex<bool>,
+    finished_cv: Condvar,
     pid: AtomicU32,
     restarts: metrics::Counter,
 }
@@ -162,6 +167,17 @@ impl Supervisor {
     pub(crate) fn stop(&self) {
         *self.stop.lock() = true;
         self.wake.notify_all();
+    }
+
+    /// Waits until the supervisor has stopped its process, at most `timeout`.
+    pub(crate) fn wait_finished(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut done = self.finished.lock();
+        while !*done {
+            if self.finished_cv.wait_until(&mut done, deadline).timed_out() {
+                return;
+            }
+        }
     }
 
     fn stopped(&self) -> bool {
@@ -205,6 +221,12 @@ impl Supervisor {
     }
 
     fn run(&self) {
+        self.supervise();
+        *self.finished.lock() = true;
+        self.finished_cv.notify_all();
+    }
+
+    fn supervise(&self) {
         let backoff = Duration::from_millis(self.config.restart_backoff_ms);
         let mut first = true;
         while !self.stopped() {
