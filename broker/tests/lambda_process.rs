@@ -364,3 +364,62 @@ fn a_stored_process_binding_comes_back_after_a_restart_and_shutdown_stops_it() {
     s.wait_calls("upper", 1);
     assert_eq!(values(&mut c, "/app/out/k"), ["AGAIN"]);
 }
+
+#[test]
+fn replacing_a_process_binding_swaps_the_process_and_a_bad_replacement_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Setup::start(&dir.path().join("data"));
+    s.deploy_example("upper", "/app/in", "/app/out");
+    let first = s.wait_child(None);
+    let program = example().to_str().unwrap();
+    let bad = s.run(&[
+        "lambda",
+        "deploy",
+        "upper",
+        "--replace",
+        "--prefix",
+        "/app/in",
+        "--dest",
+        "no-slash",
+        "--process",
+        "--",
+        program,
+    ]);
+    assert!(
+        !bad.status.success(),
+        "a destination that is no prefix is refused"
+    );
+    let mut c = s.client();
+    c.put("/app/in/k", b"one").unwrap();
+    s.wait_calls("upper", 1);
+    assert_eq!(values(&mut c, "/app/out/k"), ["ONE"]);
+    assert_eq!(
+        s.children(),
+        [first],
+        "the bad replacement left the process alone"
+    );
+
+    s.ok(&[
+        "lambda",
+        "deploy",
+        "upper",
+        "--replace",
+        "--prefix",
+        "/app/in",
+        "--dest",
+        "/app/out2",
+        "--process",
+        "--",
+        program,
+    ]);
+    let second = s.wait_child(Some(first));
+    assert!(!alive(first));
+    c.put("/app/in/k", b"two").unwrap();
+    let start = Instant::now();
+    while values(&mut c, "/app/out2/k").is_empty() {
+        assert!(start.elapsed() < GUARD, "nothing reached /app/out2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(values(&mut c, "/app/out2/k"), ["TWO"]);
+    assert_eq!(s.children(), [second]);
+}

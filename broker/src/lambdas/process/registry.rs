@@ -46,10 +46,11 @@ pub(crate) struct SlotState {
     pub(crate) stopped: bool,
 }
 
-/// Every `process` binding's slot, by binding name.
+/// Every `process` binding's slot, by binding name (two while a binding is
+/// being replaced: the old one's until it is removed).
 #[derive(Default)]
 pub struct Registry {
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    slots: Mutex<HashMap<String, Vec<Arc<Slot>>>>,
 }
 
 impl Registry {
@@ -58,38 +59,60 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
-    /// Makes (or takes over) the slot of binding `name` for `instance`.
+    /// Makes the slot of binding `name` for lambda `instance`.
     pub(crate) fn register(&self, name: &str, instance: u64) -> Arc<Slot> {
         let slot = Arc::new(Slot {
             instance,
             state: Mutex::new(SlotState::default()),
             attached: Condvar::new(),
         });
-        if let Some(old) = self.slots.lock().insert(name.to_owned(), slot.clone()) {
-            stop_slot(&old);
-        }
+        self.slots
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .push(slot.clone());
         slot
     }
 
-    /// Drops the slot of `name` if `instance` still owns it; its calls fail.
+    /// Drops the slot of `name` for `instance`; its calls fail.
     pub(crate) fn remove(&self, name: &str, instance: u64) {
         let mut slots = self.slots.lock();
-        if slots.get(name).is_some_and(|s| s.instance == instance) {
-            if let Some(old) = slots.remove(name) {
-                stop_slot(&old);
+        let Some(list) = slots.get_mut(name) else {
+            return;
+        };
+        list.retain(|s| {
+            if s.instance == instance {
+                stop_slot(s);
             }
+            s.instance != instance
+        });
+        if list.is_empty() {
+            slots.remove(name);
         }
     }
 
-    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
-        self.slots.lock().get(name).cloned()
+    /// The slot of `name` that `pick` chooses.
+    fn find(&self, name: &str, pick: impl Fn(&SlotState) -> bool) -> Option<Arc<Slot>> {
+        let slots = self.slots.lock();
+        slots
+            .get(name)?
+            .iter()
+            .find(|s| pick(&s.state.lock()))
+            .cloned()
     }
 
     /// A connection asks to attach to `name` with `token`.
     pub fn attach(&self, name: &str, token: &str, sink: Arc<dyn UpcallSink>) -> Result<(), String> {
+        if !self.slots.lock().contains_key(name) {
+            return Err(format!("no process lambda named {name:?}"));
+        }
         let slot = self
-            .slot(name)
-            .ok_or_else(|| format!("no process lambda named {name:?}"))?;
+            .find(name, |st| !st.stopped && st.token.as_deref() == Some(token))
+            .ok_or_else(|| {
+                format!(
+                    "the token is not the one of the process the broker started last for {name:?}"
+                )
+            })?;
         let mut st = slot.state.lock();
         if st.stopped || st.token.as_deref() != Some(token) {
             return Err(format!(
@@ -108,7 +131,9 @@ impl Registry {
 
     /// Upcall `call` of `name` is done (from connection `conn_id`).
     pub fn done(&self, name: &str, conn_id: u64, call: u64, outcome: Outcome) {
-        let Some(slot) = self.slot(name) else { return };
+        let Some(slot) = self.find(name, |st| attached_to(st, conn_id)) else {
+            return;
+        };
         let mut st = slot.state.lock();
         if st.conn.as_ref().is_some_and(|c| c.conn_id() == conn_id) {
             if let Some(tx) = st.pending.remove(&call) {
@@ -119,7 +144,9 @@ impl Registry {
 
     /// Connection `conn_id` closed: if it was attached to `name`, its calls fail.
     pub fn detach(&self, name: &str, conn_id: u64) {
-        let Some(slot) = self.slot(name) else { return };
+        let Some(slot) = self.find(name, |st| attached_to(st, conn_id)) else {
+            return;
+        };
         let mut st = slot.state.lock();
         if st.conn.as_ref().is_some_and(|c| c.conn_id() == conn_id) {
             st.conn = None;
@@ -168,6 +195,10 @@ impl Slot {
     pub(crate) fn forget(&self, call: u64) {
         self.state.lock().pending.remove(&call);
     }
+}
+
+fn attached_to(st: &SlotState, conn_id: u64) -> bool {
+    st.conn.as_ref().is_some_and(|c| c.conn_id() == conn_id)
 }
 
 fn fail_pending(st: &mut SlotState, why: &str) {
