@@ -839,7 +839,7 @@ impl Engine {
                     spec.kind
                 ))
             })?;
-        let lambda = kind.build(&spec.config).map_err(|e| Error::Lambda(e.0))?;
+        let lambda = kind.build_binding(spec).map_err(|e| Error::Lambda(e.0))?;
         let mut destinations = Vec::new();
         for d in &spec.destinations {
             destinations.push((Prefix::new(&d.prefix)?, d.mode));
@@ -862,8 +862,18 @@ impl Engine {
             .filter(|b| b.name != binding.name)
             .cloned()
             .collect();
+        let old: Vec<Arc<Binding>> = set
+            .bindings
+            .iter()
+            .filter(|b| b.name == binding.name)
+            .cloned()
+            .collect();
         next.push(Arc::new(binding));
         dispatch.replace_bindings(&mut set, next);
+        drop(set);
+        for b in old {
+            b.lambda.removed();
+        }
     }
 
     /// Removes a binding (stored or local); true when one existed.
@@ -885,9 +895,19 @@ impl Engine {
             .filter(|b| b.name != name)
             .cloned()
             .collect();
-        let existed = next.len() != set.bindings.len();
+        let old: Vec<Arc<Binding>> = set
+            .bindings
+            .iter()
+            .filter(|b| b.name == name)
+            .cloned()
+            .collect();
+        let existed = !old.is_empty();
         if existed {
             dispatch.replace_bindings(&mut set, next);
+        }
+        drop(set);
+        for b in old {
+            b.lambda.removed();
         }
         existed
     }

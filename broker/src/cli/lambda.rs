@@ -35,8 +35,8 @@ enum LambdaCommand {
         /// The prefix whose versions it receives.
         #[arg(long)]
         prefix: String,
-        /// A registered kind (`forward`, `wasm`, `cdylib`, `cuda`, ...); implied by --wasm, --cdylib, --cuda and --ptx.
-        #[arg(long, required_unless_present_any = ["wasm", "cdylib", "cuda", "ptx"])]
+        /// A registered kind (`forward`, `wasm`, `cdylib`, `process`, `cuda`, ...); implied by --wasm, --cdylib, --process, --cuda and --ptx.
+        #[arg(long, required_unless_present_any = ["wasm", "cdylib", "cuda", "ptx", "process"])]
         kind: Option<String>,
         /// A WASM module to upload (kind `wasm`).
         #[arg(long, conflicts_with_all = ["cdylib", "kind", "config", "config_file"])]
@@ -44,6 +44,13 @@ enum LambdaCommand {
         /// A shared library on the broker's host (kind `cdylib`).
         #[arg(long, conflicts_with_all = ["kind", "config", "config_file", "cuda", "ptx"])]
         cdylib: Option<PathBuf>,
+        /// An external program the broker starts and supervises (kind `process`):
+        /// give it after `--`, e.g. `--process -- /usr/local/bin/upper --verbose`.
+        #[arg(long, conflicts_with_all = ["wasm", "cdylib", "kind", "config", "config_file", "cuda", "ptx"], requires = "argv")]
+        process: bool,
+        /// The program and its arguments, with --process (the program's path is made absolute).
+        #[arg(last = true, value_name = "PROGRAM ARGS", requires = "process")]
+        argv: Vec<String>,
         /// A CUDA C file to upload (kind `cuda`; the broker compiles it with NVRTC).
         #[arg(long, conflicts_with_all = ["wasm", "kind", "config", "config_file", "ptx"], requires = "kernel")]
         cuda: Option<PathBuf>,
@@ -196,6 +203,8 @@ pub fn run(args: LambdaArgs) -> anyhow::Result<()> {
             grid,
             params_f32,
             params_file,
+            process,
+            argv,
         } => {
             let gpu = GpuOptions {
                 kernel,
@@ -217,6 +226,18 @@ pub fn run(args: LambdaArgs) -> anyhow::Result<()> {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading the PTX file {}", path.display()))?;
                 ("cuda".to_string(), gpu.config("ptx", text)?)
+            } else if process {
+                let mut command = argv.clone();
+                if let Some(program) = command.first_mut() {
+                    let path = std::path::Path::new(program.as_str());
+                    if path.components().count() > 1 {
+                        *program = std::path::absolute(path)
+                            .with_context(|| format!("making {program} absolute"))?
+                            .display()
+                            .to_string();
+                    }
+                }
+                ("process".to_string(), json!({ "command": command }))
             } else if let Some(path) = cdylib {
                 let path = std::path::absolute(&path)
                     .with_context(|| format!("making {} absolute", path.display()))?;

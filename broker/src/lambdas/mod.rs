@@ -23,6 +23,7 @@ pub mod cdylib;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod output;
+pub mod process;
 pub mod topics;
 #[cfg(feature = "wasm")]
 pub mod wasm;
@@ -40,6 +41,12 @@ use parking_lot::RwLock;
 #[derive(Default)]
 pub struct LambdaHost {
     kafka: RwLock<Weak<crate::kafka::State>>,
+    /// The `process` bindings' attachments.
+    processes: Arc<process::registry::Registry>,
+    /// The native URL started processes attach to.
+    native_url: RwLock<Option<String>>,
+    /// Every supervisor started, to stop them all at shutdown.
+    supervisors: parking_lot::Mutex<Vec<Weak<process::Supervisor>>>,
     #[cfg(feature = "cuda")]
     gpu: RwLock<Option<Result<Arc<kascade_core::gpu::Gpu>, String>>>,
 }
@@ -50,10 +57,12 @@ impl LambdaHost {
         Arc::new(LambdaHost::default())
     }
 
-    /// Registers the `cdylib` kind and, with feature `wasm`, the `wasm` kind, and
+    /// Registers the `cdylib` and `process` kinds and, with feature `wasm`, the `wasm` kind, and
     /// with feature `cuda`, the `cuda` kind.
     pub fn register(self: &Arc<Self>, builder: EngineBuilder) -> EngineBuilder {
-        let builder = builder.lambda_kind("cdylib", cdylib::CdylibKind::new(self.clone()));
+        let builder = builder
+            .lambda_kind("cdylib", cdylib::CdylibKind::new(self.clone()))
+            .lambda_kind("process", process::ProcessKind::new(self.clone()));
         #[cfg(feature = "wasm")]
         let builder = builder.lambda_kind("wasm", wasm::WasmKind::new(self.clone()));
         #[cfg(feature = "cuda")]
@@ -79,6 +88,40 @@ impl LambdaHost {
     /// face owns the engine, which owns the lambdas.
     pub fn attach_kafka(&self, state: &Arc<crate::kafka::State>) {
         *self.kafka.write() = Arc::downgrade(state);
+    }
+
+    /// The `process` bindings' attachments (the native listener attaches connections here).
+    pub fn processes(&self) -> &Arc<process::registry::Registry> {
+        &self.processes
+    }
+
+    /// Sets the native URL that started processes attach to (`None`: the listener is off).
+    pub fn set_native_url(&self, url: Option<String>) {
+        *self.native_url.write() = url;
+    }
+
+    /// The native URL that started processes attach to.
+    pub fn native_url(&self) -> Option<String> {
+        self.native_url.read().clone()
+    }
+
+    fn track(&self, sup: &Arc<process::Supervisor>) {
+        let mut all = self.supervisors.lock();
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(sup));
+    }
+
+    /// Stops every external lambda process (broker shutdown: SIGTERM, SIGKILL
+    /// after the grace period) and waits for them; their bindings stay stored.
+    pub fn stop_processes(&self) {
+        let all: Vec<_> = self.supervisors.lock().drain(..).collect();
+        let live: Vec<_> = all.iter().filter_map(Weak::upgrade).collect();
+        for sup in &live {
+            sup.stop();
+        }
+        for sup in &live {
+            sup.wait_finished(process::GRACE + std::time::Duration::from_secs(1));
+        }
     }
 
     pub(crate) fn kafka(&self) -> Option<Arc<crate::kafka::State>> {

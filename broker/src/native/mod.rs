@@ -174,6 +174,8 @@ pub(crate) struct NativeShared {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Metric handles.
     pub(crate) metrics: Arc<NativeMetrics>,
+    /// Where lambda processes attach.
+    pub(crate) processes: Arc<crate::lambdas::process::registry::Registry>,
 }
 
 /// The running native listeners and their core thread.
@@ -188,11 +190,13 @@ pub struct NativeServer {
 
 impl NativeServer {
     /// Binds the listeners `settings` names and starts the core thread.
-    /// `runtime` runs the acks that wait for a persistent topic's fsync.
+    /// `runtime` runs the acks that wait for a persistent topic's fsync;
+    /// `processes` is where external lambda processes attach.
     pub fn start(
         kafka: Arc<State>,
         settings: &NativeSettings,
         runtime: tokio::runtime::Handle,
+        processes: Arc<crate::lambdas::process::registry::Registry>,
     ) -> Result<NativeServer, NativeStartError> {
         let mut listeners = Vec::new();
         let mut shm_url = None;
@@ -224,6 +228,7 @@ impl NativeServer {
             registry: registry.clone(),
             runtime,
             metrics: Arc::new(NativeMetrics::new()),
+            processes,
         });
         let options = ServerOptions {
             wait: settings.wait,
