@@ -35,6 +35,20 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo check -p kascade-wire --features rdma (builds without an RDMA device)"
 cargo check -p kascade-wire --features rdma --locked
 
+step "cargo clippy --features cuda (GPU support builds without a CUDA toolkit or a GPU)"
+cargo clippy -p kascade-core -p kascade -p bench --all-targets --locked \
+  --features kascade-core/cuda,kascade/cuda,bench/cuda -- -D warnings
+
+step "NVRTC for the GPU tests that need no GPU (compile errors, the example's PTX)"
+if nvrtc_dir=$(bash .ci/install-nvrtc.sh); then
+  export KASCADE_NVRTC_DIR="$nvrtc_dir"
+else
+  echo "warning: NVRTC could not be installed; the GPU tests that need it will say they skipped"
+fi
+
+step "GPU tests with --features cuda (no GPU here: the off and no-driver paths, NVRTC; GPU cases skip)"
+cargo test -p kascade --features cuda --locked --test gpu -- --nocapture
+
 step "cargo build -p kascade (the binary the compat tests run)"
 cargo build --locked -p kascade
 export KASCADE_BIN="$CARGO_TARGET_DIR/debug/kascade"
@@ -48,3 +62,4 @@ cargo run --release --locked -p bench --bin pipeline -- --quick
 # The native bench drives a release `kascade serve` (the lib is already built for bench: the binary adds ~20 s).
 cargo build --release --locked -p kascade -p bench --bin kascade --bin native
 KASCADE_BIN="$CARGO_TARGET_DIR/release/kascade" "$CARGO_TARGET_DIR/release/native" --quick
+# The gpu bench needs a GPU (it says "no GPU: skipped" here): .ci/gpu-check.sh runs it on a GPU host.

@@ -145,6 +145,17 @@ pub struct Config {
     /// Bytes of each native connection's request and response rings (clients may ask for 64 KiB-64 MiB).
     #[arg(long, env = "KASCADE_NATIVE_RING_BYTES", default_value_t = 4 << 20)]
     pub native_ring_bytes: u32,
+    /// Use an NVIDIA GPU when its driver and a device are there (`auto`), or never (`off`);
+    /// a build without the `cuda` feature never does.
+    #[arg(long, env = "KASCADE_GPU", value_enum, default_value_t = crate::gpu::GpuMode::Auto)]
+    pub gpu: crate::gpu::GpuMode,
+    /// The CUDA device ordinal to use.
+    #[arg(long, env = "KASCADE_GPU_DEVICE", default_value_t = 0)]
+    pub gpu_device: usize,
+    /// GPU memory for GPU-resident objects (pools with gpu = true), bytes; 0 takes a
+    /// quarter of the device memory free at start.
+    #[arg(long, env = "KASCADE_GPU_CACHE_BYTES", default_value_t = 0)]
+    pub gpu_cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -170,6 +181,9 @@ impl Default for Config {
             native_wait: WaitMode::Spin,
             native_spin_us: 50,
             native_ring_bytes: 4 << 20,
+            gpu: crate::gpu::GpuMode::Auto,
+            gpu_device: 0,
+            gpu_cache_bytes: 0,
         }
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod gpu;
 pub mod kafka;
 pub mod lambdas;
 pub mod native;

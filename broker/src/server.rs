@@ -42,7 +42,13 @@ impl Broker {
     /// with the broker's lambda kinds registered so stored bindings come back.
     pub fn open(config: &Config) -> Result<Broker, ServeError> {
         let lambdas = LambdaHost::new();
-        let engine = lambdas.register(Engine::builder(config.engine())).open()?;
+        // Restored `process` bindings start their programs as the engine opens:
+        // they need the native URL before the listener is up (they retry until it is).
+        if let Ok(native) = crate::native::NativeSettings::from_config(config) {
+            lambdas.set_native_url(native.shm.or(native.tcp));
+        }
+        let builder = crate::gpu::attach(config, &lambdas, Engine::builder(config.engine()));
+        let engine = lambdas.register(builder).open()?;
         Ok(Broker { engine, lambdas })
     }
 
@@ -108,7 +114,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         state.clone(),
         &native_settings,
         tokio::runtime::Handle::current(),
+        broker.lambdas().processes().clone(),
     )?;
+    broker
+        .lambdas()
+        .set_native_url(native.shm_url().or(native.tcp_url()).map(str::to_owned));
     let pools = broker.engine().pools().len();
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -124,6 +134,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     tracing::info!("shutting down");
     kafka.abort();
     admin.abort();
+    let host = broker.lambdas().clone();
+    tokio::task::spawn_blocking(move || host.stop_processes())
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))?;
     tokio::task::spawn_blocking(move || native.shutdown())
         .await
         .map_err(|e| ServeError::Task(e.to_string()))?;

@@ -71,8 +71,8 @@ fn schemathesis_finds_no_server_error_and_no_answer_unlike_its_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
     // It tested every operation, and all passed.
-    assert!(stdout.contains("Selected: 27/27"), "{stdout}");
-    assert!(stdout.contains("Tested: 27"), "{stdout}");
+    assert!(stdout.contains("Selected: 28/28"), "{stdout}");
+    assert!(stdout.contains("Tested: 28"), "{stdout}");
     let summary = stdout
         .lines()
         .find(|l| l.contains(" generated, "))

@@ -95,6 +95,7 @@ pub struct Broker {
     child: Child,
     bootstrap: String,
     ready: String,
+    admin: String,
     log: Arc<Mutex<Vec<String>>>,
     _data_dir: tempfile::TempDir,
 }
@@ -145,6 +146,7 @@ impl Broker {
             child,
             bootstrap: String::new(),
             ready: String::new(),
+            admin: String::new(),
             log,
             _data_dir: data_dir,
         };
@@ -157,6 +159,8 @@ impl Broker {
         };
         broker.bootstrap = field(&line, "kafka=")
             .unwrap_or_else(|| panic!("no kafka= address in the ready line: {line}"));
+        broker.admin = field(&line, "admin=")
+            .unwrap_or_else(|| panic!("no admin= address in the ready line: {line}"));
         broker.ready = line;
         broker
     }
@@ -179,6 +183,11 @@ impl Broker {
         field(&self.ready, "native_tcp=")
             .filter(|u| u.starts_with("tcp://"))
             .unwrap_or_else(|| panic!("no native_tcp= URL in the ready line: {}", self.ready))
+    }
+
+    /// The admin API's `host:port`.
+    pub fn admin(&self) -> &str {
+        &self.admin
     }
 
     /// The broker's log so far.

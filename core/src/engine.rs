@@ -51,6 +51,26 @@ impl Default for EngineConfig {
     }
 }
 
+/// The engine's GPU: in use, or off and why.
+#[derive(Clone)]
+enum GpuState {
+    /// GPU support is off, for this reason.
+    Off(String),
+    /// This GPU is in use.
+    #[cfg(feature = "cuda")]
+    On(Arc<crate::gpu::Gpu>),
+}
+
+impl Default for GpuState {
+    fn default() -> Self {
+        #[cfg(feature = "cuda")]
+        let reason = "GPU support was not set up for this engine (EngineBuilder::gpu)";
+        #[cfg(not(feature = "cuda"))]
+        let reason = crate::gpu::NO_FEATURE;
+        GpuState::Off(reason.to_string())
+    }
+}
+
 /// Delivers each visible version to its lambdas and waiters.
 pub(crate) struct Dispatch {
     /// The bindings in force; replaced whole on bind/unbind, read on every dispatch.
@@ -59,11 +79,22 @@ pub(crate) struct Dispatch {
     upcalls: OnceLock<UpcallPool>,
     flusher: Mutex<Option<std::thread::Thread>>,
     flush_requested: AtomicBool,
+    /// Where versions of `gpu` pools are staged.
+    #[cfg(feature = "cuda")]
+    gpu: Option<Arc<crate::gpu::Gpu>>,
 }
 
 impl Dispatch {
     /// Hands a newly visible version to the upcall stage and wakes its waiters.
     pub(crate) fn dispatch(&self, object: &Arc<ObjectVersion>, config: &PoolConfig) {
+        // Staged before the upcalls are queued, so the copy usually starts before a GPU
+        // lambda asks for it; the staging thread copies, this only queues (never blocks).
+        #[cfg(feature = "cuda")]
+        if config.gpu {
+            if let Some(gpu) = &self.gpu {
+                gpu.stage_later(object);
+            }
+        }
         self.upcall(object, config);
         self.waiters.notify(object);
     }
@@ -119,6 +150,7 @@ pub struct EngineInner {
     _lock: Option<File>,
     gets: metrics::Counter,
     ranges: metrics::Counter,
+    gpu: GpuState,
 }
 
 /// A handle to a running engine; cheap to clone.
@@ -129,6 +161,7 @@ pub struct Engine(Arc<EngineInner>);
 pub struct EngineBuilder {
     config: EngineConfig,
     kinds: HashMap<String, Arc<dyn LambdaKind>>,
+    gpu: GpuState,
 }
 
 impl EngineBuilder {
@@ -138,9 +171,22 @@ impl EngineBuilder {
         self
     }
 
+    /// Uses `gpu` for the pools with `gpu = true` (see [`crate::gpu`]).
+    #[cfg(feature = "cuda")]
+    pub fn gpu(mut self, gpu: Arc<crate::gpu::Gpu>) -> EngineBuilder {
+        self.gpu = GpuState::On(gpu);
+        self
+    }
+
+    /// Runs without a GPU, saying why: pools with `gpu = true` are reported inactive.
+    pub fn gpu_off(mut self, reason: impl Into<String>) -> EngineBuilder {
+        self.gpu = GpuState::Off(reason.into());
+        self
+    }
+
     /// Opens the engine: recovers the system pool, then every pool, binding and pipeline.
     pub fn open(self) -> Result<Engine> {
-        Engine::open_with(self.config, self.kinds)
+        Engine::open_with(self.config, self.kinds, self.gpu)
     }
 }
 
@@ -200,6 +246,7 @@ impl Engine {
         EngineBuilder {
             config,
             kinds: HashMap::new(),
+            gpu: GpuState::default(),
         }
     }
 
@@ -215,6 +262,7 @@ impl Engine {
     fn open_with(
         config: EngineConfig,
         mut kinds: HashMap<String, Arc<dyn LambdaKind>>,
+        gpu: GpuState,
     ) -> Result<Engine> {
         kinds
             .entry("forward".into())
@@ -232,6 +280,16 @@ impl Engine {
             upcalls: OnceLock::new(),
             flusher: Mutex::new(None),
             flush_requested: AtomicBool::new(false),
+            #[cfg(feature = "cuda")]
+            gpu: match &gpu {
+                GpuState::On(g) => Some(g.clone()),
+                GpuState::Off(_) => None,
+            },
+        });
+        metrics::gauge!("kascade_gpu_available").set(match &gpu {
+            GpuState::Off(_) => 0.0,
+            #[cfg(feature = "cuda")]
+            GpuState::On(_) => 1.0,
         });
         let inner = Arc::new_cyclic(|weak: &Weak<EngineInner>| {
             let _ = dispatch.upcalls.set(UpcallPool::start(
@@ -252,6 +310,7 @@ impl Engine {
                 _lock: lock,
                 gets: metrics::counter!("kascade_gets_total"),
                 ranges: metrics::counter!("kascade_ranges_total"),
+                gpu,
             }
         });
         let engine = Engine(inner);
@@ -331,6 +390,9 @@ impl Engine {
 
     fn open_pool(&self, config: PoolConfig) -> Result<Arc<PoolState>> {
         let prefix = config.validate()?;
+        if config.gpu {
+            self.log_gpu_pool(&prefix);
+        }
         let shared = Arc::new(RwLock::new(Arc::new(config.clone())));
         let dir = self.pool_dir(&prefix);
         let mut shards = Vec::with_capacity(config.shards as usize);
@@ -411,6 +473,9 @@ impl Engine {
         let mut config = config;
         config.prefix = prefix.to_string();
         config.validate_change(&pool.config.read())?;
+        if config.gpu && !pool.config.read().gpu {
+            self.log_gpu_pool(&prefix);
+        }
         self.store_json(Self::pool_key(&prefix)?, &config)?;
         for s in &pool.shards {
             s.set_config(&config);
@@ -437,6 +502,11 @@ impl Engine {
         };
         if !removed {
             return Err(Error::UnknownPool(prefix.to_string()));
+        }
+        // Its keys and versions may be used again by a new pool: nothing cached may answer for them.
+        #[cfg(feature = "cuda")]
+        if let GpuState::On(gpu) = &self.0.gpu {
+            gpu.invalidate(&prefix);
         }
         self.remove(&Self::pool_key(&prefix)?)?;
         if let Some(dir) = self.pool_dir(&prefix) {
@@ -487,6 +557,87 @@ impl Engine {
         let placement = affinity.unwrap_or(key);
         let shard = pool.shards[shard_of(placement, pool.shards.len())].clone();
         Ok((pool, shard))
+    }
+
+    // ----- GPU -----
+
+    /// Says, once per pool opened or switched to `gpu = true`, whether its objects go to the GPU.
+    fn log_gpu_pool(&self, prefix: &Prefix) {
+        match &self.0.gpu {
+            GpuState::Off(reason) => tracing::warn!(
+                pool = %prefix,
+                "pool asks for gpu = true, but GPU support is off ({reason}): its objects stay in host memory only (inactive)"
+            ),
+            #[cfg(feature = "cuda")]
+            GpuState::On(gpu) => tracing::info!(
+                pool = %prefix,
+                device = %gpu.device().name,
+                "new versions of this pool are staged in GPU memory"
+            ),
+        }
+    }
+
+    /// Whether the engine has GPU support (and if not, why), its device, cache, and
+    /// the pools that ask for `gpu = true`.
+    pub fn gpu_report(&self) -> crate::gpu::GpuReport {
+        let available = !matches!(self.0.gpu, GpuState::Off(_));
+        let pools = self
+            .pools()
+            .into_iter()
+            .filter(|p| p.gpu)
+            .map(|p| crate::gpu::GpuPool {
+                prefix: p.prefix,
+                active: available,
+            })
+            .collect();
+        let mut report = crate::gpu::GpuReport {
+            available,
+            reason: None,
+            feature: cfg!(feature = "cuda"),
+            device: None,
+            nvrtc: crate::gpu::nvrtc_present(),
+            cache: None,
+            pools,
+        };
+        match &self.0.gpu {
+            GpuState::Off(reason) => report.reason = Some(reason.clone()),
+            #[cfg(feature = "cuda")]
+            GpuState::On(gpu) => {
+                report.device = Some(gpu.device().clone());
+                report.cache = Some(gpu.cache_report());
+            }
+        }
+        report
+    }
+
+    /// The GPU in use, if any.
+    #[cfg(feature = "cuda")]
+    pub fn gpu(&self) -> Option<&Arc<crate::gpu::Gpu>> {
+        match &self.0.gpu {
+            GpuState::On(gpu) => Some(gpu),
+            GpuState::Off(_) => None,
+        }
+    }
+
+    /// `object`'s value in GPU memory when its pool has `gpu = true` and a GPU is in
+    /// use: from the cache, or copied into it now. `None` otherwise (or when the value
+    /// is larger than the whole cache): the caller copies the bytes itself.
+    #[cfg(feature = "cuda")]
+    pub fn gpu_object(
+        &self,
+        object: &ObjectVersion,
+        transfer: &mut crate::gpu::Transfer,
+    ) -> Result<Option<Arc<crate::gpu::GpuObject>>> {
+        let GpuState::On(gpu) = &self.0.gpu else {
+            return Ok(None);
+        };
+        let in_gpu_pool = self
+            .pool(object.key.as_str())
+            .is_ok_and(|p| p.config.read().gpu);
+        if !in_gpu_pool || object.value.is_empty() {
+            return Ok(None);
+        }
+        gpu.resident(object, transfer)
     }
 
     // ----- writes -----
@@ -688,7 +839,7 @@ impl Engine {
                     spec.kind
                 ))
             })?;
-        let lambda = kind.build(&spec.config).map_err(|e| Error::Lambda(e.0))?;
+        let lambda = kind.build_binding(spec).map_err(|e| Error::Lambda(e.0))?;
         let mut destinations = Vec::new();
         for d in &spec.destinations {
             destinations.push((Prefix::new(&d.prefix)?, d.mode));
@@ -711,8 +862,18 @@ impl Engine {
             .filter(|b| b.name != binding.name)
             .cloned()
             .collect();
+        let old: Vec<Arc<Binding>> = set
+            .bindings
+            .iter()
+            .filter(|b| b.name == binding.name)
+            .cloned()
+            .collect();
         next.push(Arc::new(binding));
         dispatch.replace_bindings(&mut set, next);
+        drop(set);
+        for b in old {
+            b.lambda.removed();
+        }
     }
 
     /// Removes a binding (stored or local); true when one existed.
@@ -734,9 +895,19 @@ impl Engine {
             .filter(|b| b.name != name)
             .cloned()
             .collect();
-        let existed = next.len() != set.bindings.len();
+        let old: Vec<Arc<Binding>> = set
+            .bindings
+            .iter()
+            .filter(|b| b.name == name)
+            .cloned()
+            .collect();
+        let existed = !old.is_empty();
         if existed {
             dispatch.replace_bindings(&mut set, next);
+        }
+        drop(set);
+        for b in old {
+            b.lambda.removed();
         }
         existed
     }

@@ -129,6 +129,9 @@ pub enum Error {
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// A GPU operation failed (a copy, an allocation, a launch), or GPU support is off.
+    #[error("GPU: {0}")]
+    Gpu(String),
 }
 
 impl Error {

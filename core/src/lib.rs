@@ -25,6 +25,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod gpu;
 pub mod idempotence;
 pub mod key;
 pub mod lambda;
@@ -39,6 +40,7 @@ pub mod waiter;
 
 pub use engine::{Engine, EngineBuilder, EngineConfig, SYSTEM_PREFIX};
 pub use error::{Error, Result};
+pub use gpu::GpuReport;
 pub use key::{Key, Prefix};
 pub use lambda::{
     BindingSpec, Destination, EmitMode, Lambda, LambdaContext, LambdaError, LambdaKind,

@@ -95,6 +95,10 @@ pub struct PoolConfig {
     /// Size at which a shard's log rolls to a new segment.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// Keep each new version in GPU memory too (feature `cuda`, with a GPU; otherwise
+    /// accepted and reported inactive).
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 impl PoolConfig {
@@ -110,7 +114,14 @@ impl PoolConfig {
             fsync: FsyncPolicy::default(),
             max_value_bytes: default_max_value(),
             segment_bytes: default_segment_bytes(),
+            gpu: false,
         }
+    }
+
+    /// Sets whether new versions are kept in GPU memory too.
+    pub fn gpu(mut self, gpu: bool) -> PoolConfig {
+        self.gpu = gpu;
+        self
     }
 
     /// Sets the shard count.

@@ -1,7 +1,9 @@
 //! No-op pipeline latency (the seed's Fig. 7): 1 to 4 forwarding stages, their
 //! outputs passed on by trigger or by volatile put, per lambda kind (the
 //! built-in `forward`, the example WebAssembly module's `forward`, the example C
-//! library's zero-copy `forward`), beside the engine's single put latency and
+//! library's zero-copy `forward`, and the example external process
+//! `wire/examples/process_lambda.rs`, which upper-cases each value and writes it
+//! back through the native client over shared memory), beside the engine's single put latency and
 //! the bare put -> lambda hand-off measured in the same run.
 //!
 //! Run with `cargo run --release -p bench --bin pipeline -- [--quick]`. It builds
@@ -66,6 +68,8 @@ enum Kind {
     Wasm,
     /// The example C library's `forward` (zero-copy).
     Cdylib,
+    /// The example external process (an upcall and its output over the native client).
+    Process,
 }
 
 impl Kind {
@@ -74,6 +78,7 @@ impl Kind {
             Kind::Forward => "forward",
             Kind::Wasm => "wasm",
             Kind::Cdylib => "cdylib",
+            Kind::Process => "process",
         }
     }
 }
@@ -151,6 +156,64 @@ fn build_c(dir: &Path) -> Result<PathBuf, String> {
     Ok(lib)
 }
 
+/// The example process's path, once built.
+static PROCESS_PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Builds wire/examples/process_lambda in this benchmark's profile; its path or why not.
+fn build_process() -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let (flags, profile): (&[&str], _) = if cfg!(debug_assertions) {
+        (&[], "debug")
+    } else {
+        (&["--release"], "release")
+    };
+    let out = Command::new(cargo)
+        .args(["build", "-p", "kascade-wire", "--example", "process_lambda"])
+        .args(flags)
+        .current_dir(repo())
+        .output()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let path = target_dir().join(profile).join("examples/process_lambda");
+    let path = std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !path.exists() {
+        return Err(format!("{} was not built", path.display()));
+    }
+    Ok(path)
+}
+
+/// Starts the native listener (shared memory in `dir`) on `engine`, for the `process` kind.
+fn start_native(
+    engine: &Engine,
+    host: &Arc<kascade::lambdas::LambdaHost>,
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+) -> Result<kascade::native::NativeServer, String> {
+    let _enter = runtime.enter();
+    let config = kascade::Config {
+        data_dir: dir.to_path_buf(),
+        ..kascade::Config::default()
+    };
+    let bound = "127.0.0.1:9092".parse().map_err(|e| format!("{e}"))?;
+    let state = kascade::kafka::State::open(engine.clone(), &config, bound)
+        .map_err(|e| format!("the Kafka face: {e}"))?;
+    let state = Arc::new(state);
+    host.attach_kafka(&state);
+    let settings =
+        kascade::native::NativeSettings::from_config(&config).map_err(|e| format!("{e}"))?;
+    let native = kascade::native::NativeServer::start(
+        state,
+        &settings,
+        runtime.handle().clone(),
+        host.processes().clone(),
+    )
+    .map_err(|e| format!("the native listener: {e}"))?;
+    host.set_native_url(native.shm_url().map(str::to_owned));
+    Ok(native)
+}
+
 /// The config of `kind`'s forwarding stage.
 fn stage_config(kind: Kind, wasm: &[u8], c_library: &Path) -> serde_json::Value {
     match kind {
@@ -165,19 +228,32 @@ fn stage_config(kind: Kind, wasm: &[u8], c_library: &Path) -> serde_json::Value 
             c.symbol = "forward".into();
             serde_json::to_value(c).expect("a serializable config")
         }
+        Kind::Process => {
+            let program = PROCESS_PROGRAM
+                .get()
+                .expect("the example process was built");
+            serde_json::json!({ "command": [program] })
+        }
     }
 }
 
-/// The engine with the broker's lambda kinds, in memory.
-fn open_engine(workers: usize) -> Engine {
+/// The engine with the broker's lambda kinds, and their host. In memory, unless
+/// `data_dir` is given (the Kafka face the native listener needs keeps its
+/// metadata in persistent pools); the measured pools are volatile or trigger either way.
+fn open_engine(
+    workers: usize,
+    data_dir: Option<PathBuf>,
+) -> (Engine, Arc<kascade::lambdas::LambdaHost>) {
     let host = kascade::lambdas::LambdaHost::new();
-    host.register(Engine::builder(EngineConfig {
-        data_dir: None,
-        upcall_workers: workers,
-        upcall_wait: WaitPolicy::default(),
-    }))
-    .open()
-    .expect("opening the engine")
+    let engine = host
+        .register(Engine::builder(EngineConfig {
+            data_dir,
+            upcall_workers: workers,
+            upcall_wait: WaitPolicy::default(),
+        }))
+        .open()
+        .expect("opening the engine");
+    (engine, host)
 }
 
 /// Where the probe lambda records arrivals.
@@ -490,6 +566,9 @@ fn main() {
             Kind::Forward => Ok(()),
             Kind::Wasm => build_wasm().map(|w| wasm = w),
             Kind::Cdylib => build_c(scratch.path()).map(|_| ()),
+            Kind::Process => build_process().map(|p| {
+                let _ = PROCESS_PROGRAM.set(p);
+            }),
         };
         match ready {
             Ok(()) => runnable.push(kind),
@@ -500,7 +579,25 @@ fn main() {
         }
     }
     let c_library = scratch.path().join("libkascade_upper.so");
-    let engine = open_engine(args.upcall_workers);
+    let data_dir = runnable
+        .contains(&Kind::Process)
+        .then(|| scratch.path().join("engine"));
+    let (engine, host) = open_engine(args.upcall_workers, data_dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let mut native = None;
+    if runnable.contains(&Kind::Process) {
+        match start_native(&engine, &host, &runtime, scratch.path()) {
+            Ok(n) => native = Some(n),
+            Err(e) => {
+                println!("  note: kind process skipped: {e}");
+                runnable.retain(|k| *k != Kind::Process);
+            }
+        }
+    }
     let value = Bytes::from(vec![b'x'; args.size]);
     println!(
         "\n-- no-op pipeline, {} B values, one message in flight, {} upcall worker(s) ({} running), wait {:?} --",
@@ -545,15 +642,22 @@ fn main() {
                     fmt_us(per_stage.max(0.0) as u64),
                     p50s.len()
                 );
-                targets.push(Target {
-                    name: format!("{} / {}: extra stage, p50", kind.name(), mode.name()),
-                    measured: per_stage / 1000.0,
-                    limit: 5.0,
-                    unit: "µs",
-                    bound: Bound::AtMost,
-                });
+                // The target is for in-process stages; a process stage is an IPC round trip.
+                if *kind != Kind::Process {
+                    targets.push(Target {
+                        name: format!("{} / {}: extra stage, p50", kind.name(), mode.name()),
+                        measured: per_stage / 1000.0,
+                        limit: 5.0,
+                        unit: "µs",
+                        bound: Bound::AtMost,
+                    });
+                }
             }
         }
+    }
+    host.stop_processes();
+    if let Some(n) = native {
+        n.shutdown();
     }
     engine.shutdown();
     report::print_targets(&targets);

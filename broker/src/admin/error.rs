@@ -91,7 +91,9 @@ impl From<Error> for ApiError {
             | Error::OutOfOrderSequence { .. }
             | Error::DuplicateOutsideWindow { .. } => StatusCode::CONFLICT,
             Error::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::ShardFailed(..) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ShardFailed(..) | Error::ShuttingDown | Error::Gpu(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Corrupt { .. } | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

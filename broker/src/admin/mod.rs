@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod gpu;
 pub mod kv;
 pub mod lambdas;
 pub mod openapi;
@@ -114,6 +115,7 @@ pub fn router(state: Shared) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi::serve))
+        .route("/v1/gpu", get(gpu::status))
         .route("/v1/pools", get(pools::list).post(pools::create))
         .route(
             "/v1/pools/{*prefix}",

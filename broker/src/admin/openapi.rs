@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{kv, lambdas, pipelines, pools, topics, ErrorBody};
+use super::{gpu, kv, lambdas, pipelines, pools, topics, ErrorBody};
 
 /// The whole admin API.
 #[derive(OpenApi)]
@@ -26,6 +26,7 @@ use super::{kv, lambdas, pipelines, pools, topics, ErrorBody};
         super::health,
         super::metrics_text,
         serve,
+        gpu::status,
         pools::list,
         pools::create,
         pools::describe,

@@ -121,6 +121,10 @@ pub struct Pool {
     #[serde(default = "default_segment_bytes")]
     #[schema(minimum = 4096)]
     pub segment_bytes: u64,
+    /// Keep each new version in GPU memory too (a broker with GPU support; otherwise
+    /// accepted and reported inactive at `GET /v1/gpu`).
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 /// A change to a pool: the fields given replace the pool's; storage and shards are fixed.
@@ -141,6 +145,8 @@ pub struct PoolChange {
     pub max_value_bytes: Option<usize>,
     /// New segment size.
     pub segment_bytes: Option<u64>,
+    /// Keep new versions in GPU memory too, or stop (for a topic, set its config `kascade.gpu`).
+    pub gpu: Option<bool>,
 }
 
 impl From<StorageKind> for Storage {
@@ -229,6 +235,7 @@ impl From<Pool> for PoolConfig {
         config.replication = p.replication;
         config.max_value_bytes = p.max_value_bytes;
         config.segment_bytes = p.segment_bytes;
+        config.gpu = p.gpu;
         config
     }
 }
@@ -245,6 +252,7 @@ impl From<PoolConfig> for Pool {
             fsync: c.fsync.into(),
             max_value_bytes: c.max_value_bytes,
             segment_bytes: c.segment_bytes,
+            gpu: c.gpu,
         }
     }
 }
@@ -347,6 +355,9 @@ pub async fn alter(
             "pool {} belongs to {owner}",
             config.prefix
         )));
+    }
+    if let Some(g) = change.gpu {
+        config.gpu = g;
     }
     if let Some(s) = change.storage {
         config.storage = s.into();

@@ -2,7 +2,10 @@
 //!
 //! `deploy --wasm module.wasm` sends the module inside the config as
 //! `{"module_base64": "<standard base64>"}` (kind `wasm`); `deploy --cdylib lib.so`
-//! sends `{"path": "/abs/path/lib.so"}` (kind `cdylib`), a path on the broker's host.
+//! sends `{"path": "/abs/path/lib.so"}` (kind `cdylib`), a path on the broker's host;
+//! `deploy --cuda kernel.cu --kernel NAME` sends the CUDA C source (kind `cuda`,
+//! compiled by the broker's NVRTC; `--ptx` sends PTX instead), with the launch
+//! shape and parameter block the other `--` options give.
 
 use std::path::PathBuf;
 
@@ -21,6 +24,8 @@ pub struct LambdaArgs {
     command: LambdaCommand,
 }
 
+// Parsed once per process: the size of the `deploy` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 enum LambdaCommand {
     /// Deploy a lambda on a prefix (or replace the one of that name with --replace).
@@ -30,15 +35,47 @@ enum LambdaCommand {
         /// The prefix whose versions it receives.
         #[arg(long)]
         prefix: String,
-        /// A registered kind (`forward`, `wasm`, `cdylib`, ...); implied by --wasm and --cdylib.
-        #[arg(long, required_unless_present_any = ["wasm", "cdylib"])]
+        /// A registered kind (`forward`, `wasm`, `cdylib`, `process`, `cuda`, ...); implied by --wasm, --cdylib, --process, --cuda and --ptx.
+        #[arg(long, required_unless_present_any = ["wasm", "cdylib", "cuda", "ptx", "process"])]
         kind: Option<String>,
         /// A WASM module to upload (kind `wasm`).
         #[arg(long, conflicts_with_all = ["cdylib", "kind", "config", "config_file"])]
         wasm: Option<PathBuf>,
         /// A shared library on the broker's host (kind `cdylib`).
-        #[arg(long, conflicts_with_all = ["kind", "config", "config_file"])]
+        #[arg(long, conflicts_with_all = ["kind", "config", "config_file", "cuda", "ptx"])]
         cdylib: Option<PathBuf>,
+        /// An external program the broker starts and supervises (kind `process`):
+        /// give it after `--`, e.g. `--process -- /usr/local/bin/upper --verbose`.
+        #[arg(long, conflicts_with_all = ["wasm", "cdylib", "kind", "config", "config_file", "cuda", "ptx"], requires = "argv")]
+        process: bool,
+        /// The program and its arguments, with --process (the program's path is made absolute).
+        #[arg(last = true, value_name = "PROGRAM ARGS", requires = "process")]
+        argv: Vec<String>,
+        /// A CUDA C file to upload (kind `cuda`; the broker compiles it with NVRTC).
+        #[arg(long, conflicts_with_all = ["wasm", "kind", "config", "config_file", "ptx"], requires = "kernel")]
+        cuda: Option<PathBuf>,
+        /// A PTX file to upload (kind `cuda`).
+        #[arg(long, conflicts_with_all = ["wasm", "kind", "config", "config_file"], requires = "kernel")]
+        ptx: Option<PathBuf>,
+        /// The kernel to launch (`extern "C" __global__`), with --cuda or --ptx.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Threads per block, with --cuda or --ptx (default 256).
+        #[arg(long)]
+        block: Option<u32>,
+        /// Blocks per launch, with --cuda or --ptx (default: one thread per input byte).
+        #[arg(long)]
+        grid: Option<u32>,
+        /// A float32 of the kernel's parameter block, little-endian (repeatable, in order).
+        #[arg(
+            long = "params-f32",
+            value_name = "F32",
+            conflicts_with = "params_file"
+        )]
+        params_f32: Vec<f32>,
+        /// A file whose bytes are the kernel's parameter block.
+        #[arg(long)]
+        params_file: Option<PathBuf>,
         /// The kind's config, as JSON.
         #[arg(long, conflicts_with = "config_file")]
         config: Option<String>,
@@ -98,6 +135,43 @@ fn destinations_text(l: &Value) -> String {
     }
 }
 
+/// The `cuda` config's launch options, as given on the command line.
+struct GpuOptions {
+    kernel: Option<String>,
+    block: Option<u32>,
+    grid: Option<u32>,
+    params_f32: Vec<f32>,
+    params_file: Option<PathBuf>,
+}
+
+impl GpuOptions {
+    /// A `cuda` config with the program under `field` (`source` or `ptx`).
+    fn config(self, field: &str, program: String) -> anyhow::Result<Value> {
+        let kernel = self.kernel.context("--kernel names the kernel to launch")?;
+        let mut config = json!({ field: program, "kernel": kernel });
+        if let Some(b) = self.block {
+            config["block"] = json!(b);
+        }
+        if let Some(g) = self.grid {
+            config["grid"] = json!(g);
+        }
+        let params: Vec<u8> = match self.params_file {
+            Some(path) => std::fs::read(&path)
+                .with_context(|| format!("reading the parameter block {}", path.display()))?,
+            None => self
+                .params_f32
+                .iter()
+                .flat_map(|f| f.to_le_bytes())
+                .collect(),
+        };
+        if !params.is_empty() {
+            config["params_base64"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(&params));
+        }
+        Ok(config)
+    }
+}
+
 /// Nanoseconds for people.
 pub fn duration(ns: &Value) -> String {
     match ns.as_u64() {
@@ -122,12 +196,48 @@ pub fn run(args: LambdaArgs) -> anyhow::Result<()> {
             config_file,
             destinations,
             replace,
+            cuda,
+            ptx,
+            kernel,
+            block,
+            grid,
+            params_f32,
+            params_file,
+            process,
+            argv,
         } => {
+            let gpu = GpuOptions {
+                kernel,
+                block,
+                grid,
+                params_f32,
+                params_file,
+            };
             let (kind, config) = if let Some(path) = wasm {
                 let module = std::fs::read(&path)
                     .with_context(|| format!("reading the WASM module {}", path.display()))?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(&module);
                 ("wasm".to_string(), json!({ "module_base64": encoded }))
+            } else if let Some(path) = cuda {
+                let source = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the CUDA C file {}", path.display()))?;
+                ("cuda".to_string(), gpu.config("source", source)?)
+            } else if let Some(path) = ptx {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the PTX file {}", path.display()))?;
+                ("cuda".to_string(), gpu.config("ptx", text)?)
+            } else if process {
+                let mut command = argv.clone();
+                if let Some(program) = command.first_mut() {
+                    let path = std::path::Path::new(program.as_str());
+                    if path.components().count() > 1 {
+                        *program = std::path::absolute(path)
+                            .with_context(|| format!("making {program} absolute"))?
+                            .display()
+                            .to_string();
+                    }
+                }
+                ("process".to_string(), json!({ "command": command }))
             } else if let Some(path) = cdylib {
                 let path = std::path::absolute(&path)
                     .with_context(|| format!("making {} absolute", path.display()))?;

@@ -70,6 +70,10 @@ struct Policy {
     /// Size at which a shard's log rolls to a new segment.
     #[arg(long)]
     segment_bytes: Option<u64>,
+    /// Keep each new version in GPU memory too (`--gpu`, or `--gpu false` to stop);
+    /// a broker without GPU support accepts it and reports it inactive.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    gpu: Option<bool>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -152,6 +156,9 @@ fn fields(policy: &Policy, mut retention: Map<String, Value>) -> Map<String, Val
     if let Some(s) = policy.segment_bytes {
         out.insert("segment_bytes".into(), json!(s));
     }
+    if let Some(g) = policy.gpu {
+        out.insert("gpu".into(), json!(g));
+    }
     out
 }
 
@@ -182,12 +189,17 @@ fn fsync_text(f: &Value) -> String {
 
 fn print_pool(verb: &str, p: &Value) {
     println!(
-        "{verb} pool {}: {}, {} shards, {} ordering, retention {}",
+        "{verb} pool {}: {}, {} shards, {} ordering, retention {}{}",
         cell(&p["prefix"]),
         cell(&p["storage"]),
         cell(&p["shards"]),
         cell(&p["ordering"]),
-        retention_text(&p["retention"])
+        retention_text(&p["retention"]),
+        if p["gpu"].as_bool() == Some(true) {
+            ", gpu (see GET /v1/gpu for whether it is active)"
+        } else {
+            ""
+        }
     );
 }
 
@@ -256,7 +268,7 @@ pub fn run(args: PoolArgs) -> anyhow::Result<()> {
             let body = fields(&policy, retention);
             anyhow::ensure!(
                 !body.is_empty(),
-                "nothing to change: give --retention-bytes, --retention-ms, --retention-versions, --ordering, --fsync, --max-value-bytes or --segment-bytes"
+                "nothing to change: give --retention-bytes, --retention-ms, --retention-versions, --ordering, --fsync, --max-value-bytes, --segment-bytes or --gpu"
             );
             let p = client
                 .send_json("PATCH", &path, &Value::Object(body))?

@@ -53,7 +53,15 @@ pub struct State {
     pub max_frame_bytes: usize,
     /// The settings the broker started with (DescribeConfigs reports them).
     pub config: Config,
+    /// Called after every append to a partition (see [`AppendHook`]).
+    pub append_hook: std::sync::OnceLock<AppendHook>,
 }
+
+/// Told of every batch appended to a partition, right after the put, on the
+/// appending thread: the native subscriptions push a volatile topic's new
+/// batches from there, with no upcall and no thread hop.
+pub type AppendHook =
+    Arc<dyn Fn(&topics::Topic, &kascade_core::Key, &[kascade_core::WriteResult]) + Send + Sync>;
 
 /// Why the Kafka listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +118,7 @@ impl State {
             num_partitions: config.num_partitions.max(1),
             max_frame_bytes: config.max_frame_bytes,
             config: config.clone(),
+            append_hook: std::sync::OnceLock::new(),
         })
     }
 }

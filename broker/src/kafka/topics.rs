@@ -72,6 +72,11 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         honoured: false,
     },
     ConfigDef {
+        name: "kascade.gpu",
+        default: "false",
+        honoured: true,
+    },
+    ConfigDef {
         name: "kascade.storage",
         default: "persistent",
         honoured: true,
@@ -299,6 +304,10 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), TopicError> {
             "persistent" | "volatile" => Ok(()),
             _ => bad("expected persistent or volatile"),
         },
+        "kascade.gpu" => match value {
+            "true" | "false" => Ok(()),
+            _ => bad("expected true or false"),
+        },
         "message.timestamp.type" => match value {
             "CreateTime" | "LogAppendTime" => Ok(()),
             _ => bad("expected CreateTime or LogAppendTime"),
@@ -337,6 +346,8 @@ fn pool_config(name: &str, configs: &BTreeMap<String, String>, partitions: i32) 
     // The broker answers MESSAGE_TOO_LARGE itself; the engine's limit is a backstop.
     pool.max_value_bytes = max_message.max(1 << 10);
     pool.segment_bytes = parse_or(configs, "segment.bytes", 1_073_741_824u64).max(1 << 20);
+    // Each batch is kept in GPU memory too (feature `cuda`): GPU lambdas read records in place.
+    pool.gpu = configs.get("kascade.gpu").is_some_and(|v| v == "true");
     pool
 }
 

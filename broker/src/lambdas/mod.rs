@@ -3,7 +3,9 @@
 //! - `wasm` (feature `wasm`, on by default): sandboxed WebAssembly modules,
 //!   compiled once at bind, run with a fuel budget and a memory cap per call;
 //! - `cdylib`: trusted shared libraries with a C ABI (`include/kascade_lambda.h`),
-//!   handed pointers into the stored value (zero-copy).
+//!   handed pointers into the stored value (zero-copy);
+//! - `cuda` (feature `cuda`): GPU kernels (CUDA C compiled by NVRTC at deploy,
+//!   or PTX), launched on the input in GPU memory.
 //!
 //! Both run behind one adaptor ([`HandlerLambda`]): a call's writes (emit, put,
 //! trigger) are collected and made only once the handler returns success, so a
@@ -18,7 +20,10 @@
 //! it runs.
 
 pub mod cdylib;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod output;
+pub mod process;
 pub mod topics;
 #[cfg(feature = "wasm")]
 pub mod wasm;
@@ -31,10 +36,19 @@ use kascade_core::{
 };
 use parking_lot::RwLock;
 
-/// What the lambda kinds share: the link to the Kafka face, for writing to topics.
+/// What the lambda kinds share: the link to the Kafka face, for writing to topics,
+/// and the GPU (feature `cuda`).
 #[derive(Default)]
 pub struct LambdaHost {
     kafka: RwLock<Weak<crate::kafka::State>>,
+    /// The `process` bindings' attachments.
+    processes: Arc<process::registry::Registry>,
+    /// The native URL started processes attach to.
+    native_url: RwLock<Option<String>>,
+    /// Every supervisor started, to stop them all at shutdown.
+    supervisors: parking_lot::Mutex<Vec<Weak<process::Supervisor>>>,
+    #[cfg(feature = "cuda")]
+    gpu: RwLock<Option<Result<Arc<kascade_core::gpu::Gpu>, String>>>,
 }
 
 impl LambdaHost {
@@ -43,18 +57,71 @@ impl LambdaHost {
         Arc::new(LambdaHost::default())
     }
 
-    /// Registers the `cdylib` kind and, with feature `wasm`, the `wasm` kind.
+    /// Registers the `cdylib` and `process` kinds and, with feature `wasm`, the `wasm` kind, and
+    /// with feature `cuda`, the `cuda` kind.
     pub fn register(self: &Arc<Self>, builder: EngineBuilder) -> EngineBuilder {
-        let builder = builder.lambda_kind("cdylib", cdylib::CdylibKind::new(self.clone()));
+        let builder = builder
+            .lambda_kind("cdylib", cdylib::CdylibKind::new(self.clone()))
+            .lambda_kind("process", process::ProcessKind::new(self.clone()));
         #[cfg(feature = "wasm")]
         let builder = builder.lambda_kind("wasm", wasm::WasmKind::new(self.clone()));
+        #[cfg(feature = "cuda")]
+        let builder = builder.lambda_kind("cuda", cuda::CudaKind::new(self.clone()));
         builder
+    }
+
+    /// Gives the `cuda` kind its GPU, or the reason there is none.
+    #[cfg(feature = "cuda")]
+    pub fn set_gpu(&self, gpu: Result<Arc<kascade_core::gpu::Gpu>, String>) {
+        *self.gpu.write() = Some(gpu);
+    }
+
+    /// The GPU lambdas run on, or why there is none.
+    #[cfg(feature = "cuda")]
+    pub fn gpu(&self) -> Result<Arc<kascade_core::gpu::Gpu>, String> {
+        self.gpu.read().clone().unwrap_or_else(|| {
+            Err("GPU support was not set up for this broker (kascade::gpu::attach)".into())
+        })
     }
 
     /// Links the Kafka face, so lambdas can append to topics. Held weakly: the
     /// face owns the engine, which owns the lambdas.
     pub fn attach_kafka(&self, state: &Arc<crate::kafka::State>) {
         *self.kafka.write() = Arc::downgrade(state);
+    }
+
+    /// The `process` bindings' attachments (the native listener attaches connections here).
+    pub fn processes(&self) -> &Arc<process::registry::Registry> {
+        &self.processes
+    }
+
+    /// Sets the native URL that started processes attach to (`None`: the listener is off).
+    pub fn set_native_url(&self, url: Option<String>) {
+        *self.native_url.write() = url;
+    }
+
+    /// The native URL that started processes attach to.
+    pub fn native_url(&self) -> Option<String> {
+        self.native_url.read().clone()
+    }
+
+    fn track(&self, sup: &Arc<process::Supervisor>) {
+        let mut all = self.supervisors.lock();
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(sup));
+    }
+
+    /// Stops every external lambda process (broker shutdown: SIGTERM, SIGKILL
+    /// after the grace period) and waits for them; their bindings stay stored.
+    pub fn stop_processes(&self) {
+        let all: Vec<_> = self.supervisors.lock().drain(..).collect();
+        let live: Vec<_> = all.iter().filter_map(Weak::upgrade).collect();
+        for sup in &live {
+            sup.stop();
+        }
+        for sup in &live {
+            sup.wait_finished(process::GRACE + std::time::Duration::from_secs(1));
+        }
     }
 
     pub(crate) fn kafka(&self) -> Option<Arc<crate::kafka::State>> {
@@ -101,6 +168,9 @@ pub(crate) enum HostCode {
 /// The per-call state shared by every kind: the collected output and reads.
 pub(crate) struct Call<'c> {
     ctx: &'c LambdaContext<'c>,
+    /// The stored version the call handles (a batch, for a record).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    object: &'c Arc<ObjectVersion>,
     /// The stored value the input points into: emitted bytes inside it are shared, not copied.
     source: &'c Bytes,
     engine: Option<Engine>,
@@ -114,12 +184,13 @@ pub(crate) struct Call<'c> {
 impl<'c> Call<'c> {
     pub(crate) fn new(
         ctx: &'c LambdaContext<'c>,
-        source: &'c Bytes,
+        object: &'c Arc<ObjectVersion>,
         max_output_bytes: u64,
     ) -> Self {
         Call {
             ctx,
-            source,
+            object,
+            source: &object.value,
             engine: None,
             outputs: Vec::new(),
             output_bytes: 0,
@@ -156,6 +227,23 @@ impl<'c> Call<'c> {
         let bytes = share(self.source, data);
         self.outputs.push(Output::Emit(bytes));
         true
+    }
+
+    /// Emits bytes the kind made itself (a GPU kernel's output). False when the
+    /// call's output would pass its limit (nothing is emitted).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn emit_owned(&mut self, data: Bytes) -> bool {
+        if !self.charge(data.len()) {
+            return false;
+        }
+        self.outputs.push(Output::Emit(data));
+        true
+    }
+
+    /// The stored version the call handles (for a record: its batch).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn object(&self) -> &Arc<ObjectVersion> {
+        self.object
     }
 
     /// Queues a put (or a trigger) of `key`; the key is checked now.
@@ -267,7 +355,7 @@ impl<H: Handler> Lambda for HandlerLambda<H> {
             seq: object.seq,
             timestamp_us: object.timestamp_us,
         };
-        let mut call = Call::new(ctx, &object.value, self.handler.max_output_bytes());
+        let mut call = Call::new(ctx, object, self.handler.max_output_bytes());
         self.handler.handle(&input, &mut call)?;
         let outputs = call.take_outputs();
         if outputs.is_empty() {

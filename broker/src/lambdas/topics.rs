@@ -60,7 +60,7 @@ pub(crate) fn call_records<H: Handler>(
     let records = BatchRecords::parse(&object.value)
         .map_err(|e| LambdaError(format!("{}: {e}", object.key)))?;
     let mut writer = Writer::new(ctx, &lambda.host, object, Some(partition))?;
-    let mut call = Call::new(ctx, &object.value, lambda.handler.max_output_bytes());
+    let mut call = Call::new(ctx, object, lambda.handler.max_output_bytes());
     let (mut total, mut failed, mut first_error) = (0u32, 0u32, None);
     for record in records.iter() {
         let record = record.map_err(|e| LambdaError(format!("{}: {e}", object.key)))?;

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use super::publish::PendingBatch;
 use super::subscriptions::PartitionSub;
 use super::{NativeMetrics, NativeShared};
+use crate::lambdas::process::registry::UpcallSink;
 
 /// Requests read from one connection per round, so every client gets its turn.
 const BUDGET: usize = 4096;
@@ -87,6 +88,8 @@ pub(crate) struct ConnShared {
     /// Another thread asks the core to look at this connection.
     attention: AtomicBool,
     closed: AtomicBool,
+    /// The largest frame the connection carries.
+    max_payload: usize,
 }
 
 impl ConnShared {
@@ -179,6 +182,8 @@ pub(super) struct Conn {
     subs: HashMap<u64, Vec<Arc<PartitionSub>>>,
     /// What the socket is registered for in the core's epoll.
     pub(super) socket_events: u32,
+    /// The `process` lambda binding this connection attached to.
+    attached: Option<String>,
 }
 
 impl Conn {
@@ -196,6 +201,7 @@ impl Conn {
             need_room: AtomicUsize::new(0),
             attention: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            max_payload: conn.max_payload(),
         });
         Conn {
             id,
@@ -205,6 +211,7 @@ impl Conn {
             batch: PendingBatch::default(),
             subs: HashMap::new(),
             socket_events: 0,
+            attached: None,
         }
     }
 
@@ -389,6 +396,8 @@ impl Conn {
             Body::List(prefix) => self.list(ns, f.id, prefix),
             Body::Release => Ok(()),
             Body::Bye => Err(Close::new("bye", None)),
+            Body::Attach(a) => self.attach(ns, f.id, a.name, a.token),
+            Body::UpcallDone(d) => self.upcall_done(ns, f.id, d.status, d.message),
             other => {
                 let message = format!(
                     "a client may not send a frame of kind {}; closing the connection",
@@ -460,7 +469,7 @@ impl Conn {
                 self.shared.clone(),
             )));
         }
-        if let Err(message) = ns.registry.add(&topic.name, &subs) {
+        if let Err(message) = ns.registry.add(&topic, &subs) {
             return self.respond_error(id, error_code::ENGINE, &message);
         }
         ns.metrics.subscriptions.increment(subs.len() as f64);
@@ -510,6 +519,9 @@ impl Conn {
     /// answers); called as it closes.
     pub(super) fn release(&mut self, ns: &NativeShared) {
         self.shared.closed.store(true, Ordering::SeqCst);
+        if let Some(name) = self.attached.take() {
+            ns.processes.detach(&name, self.id);
+        }
         for (_, subs) in std::mem::take(&mut self.subs) {
             self.end_subscription(ns, &subs);
         }
@@ -652,6 +664,75 @@ impl Conn {
             })
             .collect();
         self.respond(&Frame::new(id, Body::Keys(Seq::Slice(&keys))))
+    }
+}
+
+impl Conn {
+    fn attach(&mut self, ns: &NativeShared, id: u64, name: &str, token: &str) -> Result<(), Close> {
+        if let Some(old) = self.attached.take() {
+            ns.processes.detach(&old, self.id);
+        }
+        let sink: Arc<dyn UpcallSink> = self.shared.clone();
+        match ns.processes.attach(name, token, sink) {
+            Ok(()) => {
+                self.attached = Some(name.to_owned());
+                self.respond(&Frame::new(
+                    id,
+                    Body::Ack(Ack {
+                        partition: -1,
+                        offset: 0,
+                        version: 0,
+                        timestamp: 0,
+                    }),
+                ))
+            }
+            Err(message) => self.respond_error(id, error_code::UNSUPPORTED, &message),
+        }
+    }
+
+    fn upcall_done(
+        &mut self,
+        ns: &NativeShared,
+        call: u64,
+        status: i32,
+        message: &str,
+    ) -> Result<(), Close> {
+        let Some(name) = self.attached.as_deref() else {
+            let message = "UpcallDone from a connection that is not attached to a lambda";
+            self.respond_error(call, error_code::BAD_FRAME, message)?;
+            return Err(Close::new("protocol", message.to_owned()));
+        };
+        let outcome = if status == 0 {
+            Ok(())
+        } else if message.is_empty() {
+            Err(format!(
+                "the lambda process failed the call (status {status})"
+            ))
+        } else {
+            Err(message.to_owned())
+        };
+        ns.processes.done(name, self.id, call, outcome);
+        Ok(())
+    }
+}
+
+impl UpcallSink for ConnShared {
+    fn conn_id(&self) -> u64 {
+        self.id
+    }
+    fn send(&self, frame: &Frame<'_>) -> Result<(), String> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err("the lambda process's connection closed".into());
+        }
+        let len = frame.encoded_len().map_err(|e| e.to_string())?;
+        if len > self.max_payload {
+            return Err(format!(
+                "an upcall of {len} bytes is larger than the lambda process's connection carries ({} bytes)",
+                self.max_payload
+            ));
+        }
+        self.send_or_queue(frame);
+        Ok(())
     }
 }
 

@@ -39,7 +39,7 @@ use kascade_wire::native::{Listener, NativeError, ServerOptions, WaitStrategy};
 use crate::config::{Config, WaitMode};
 use crate::kafka::State;
 
-pub use publish::murmur2_partition;
+pub use publish::{murmur2, murmur2_partition, COALESCE_BYTES};
 
 /// The file name of the shared-memory listener's socket in the data dir.
 pub const SOCKET_NAME: &str = "native.sock";
@@ -174,6 +174,8 @@ pub(crate) struct NativeShared {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Metric handles.
     pub(crate) metrics: Arc<NativeMetrics>,
+    /// Where lambda processes attach.
+    pub(crate) processes: Arc<crate::lambdas::process::registry::Registry>,
 }
 
 /// The running native listeners and their core thread.
@@ -188,11 +190,13 @@ pub struct NativeServer {
 
 impl NativeServer {
     /// Binds the listeners `settings` names and starts the core thread.
-    /// `runtime` runs the acks that wait for a persistent topic's fsync.
+    /// `runtime` runs the acks that wait for a persistent topic's fsync;
+    /// `processes` is where external lambda processes attach.
     pub fn start(
         kafka: Arc<State>,
         settings: &NativeSettings,
         runtime: tokio::runtime::Handle,
+        processes: Arc<crate::lambdas::process::registry::Registry>,
     ) -> Result<NativeServer, NativeStartError> {
         let mut listeners = Vec::new();
         let mut shm_url = None;
@@ -208,11 +212,23 @@ impl NativeServer {
             listeners.push(listener);
         }
         let registry = subscriptions::Registry::new(kafka.engine.clone());
+        let hooked = Arc::downgrade(&registry);
+        let hook: crate::kafka::AppendHook = Arc::new(move |topic, key, written| {
+            if let Some(registry) = hooked.upgrade() {
+                registry.appended(topic, key, written);
+            }
+        });
+        if kafka.append_hook.set(hook).is_err() {
+            return Err(NativeStartError::Setting(
+                "this broker's Kafka face already serves native subscriptions".into(),
+            ));
+        }
         let shared = Arc::new(NativeShared {
             kafka,
             registry: registry.clone(),
             runtime,
             metrics: Arc::new(NativeMetrics::new()),
+            processes,
         });
         let options = ServerOptions {
             wait: settings.wait,
@@ -274,5 +290,57 @@ impl NativeServer {
 impl Drop for NativeServer {
     fn drop(&mut self) {
         self.stop_thread();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_resolve_defaults_off_and_urls() {
+        let config = Config {
+            data_dir: PathBuf::from("rel/data"),
+            ..Config::default()
+        };
+        let s = NativeSettings::from_config(&config).unwrap();
+        let shm = s.shm.unwrap();
+        assert!(shm.starts_with("unix:///"), "{shm}");
+        assert!(shm.ends_with("rel/data/native.sock"), "{shm}");
+        assert_eq!(s.tcp, None);
+        assert_eq!(s.wait, WaitStrategy::SpinThenPark { spin_us: 50 });
+        assert_eq!(s.ring_bytes, 4 << 20);
+
+        let config = Config {
+            native: Some("off".into()),
+            native_tcp: Some("127.0.0.1:0".into()),
+            native_wait: WaitMode::Busy,
+            native_ring_bytes: 64 << 10,
+            ..Config::default()
+        };
+        let s = NativeSettings::from_config(&config).unwrap();
+        assert_eq!(s.shm, None);
+        assert_eq!(s.tcp.as_deref(), Some("tcp://127.0.0.1:0"));
+        assert_eq!(s.wait, WaitStrategy::BusyPoll);
+
+        let config = Config {
+            native: Some("shm:///run/k.sock".into()),
+            native_wait: WaitMode::Block,
+            ..Config::default()
+        };
+        let s = NativeSettings::from_config(&config).unwrap();
+        assert_eq!(s.shm.as_deref(), Some("unix:///run/k.sock"));
+        assert_eq!(s.wait, WaitStrategy::Block);
+
+        for bad in [1000, 32 << 10, 128 << 20] {
+            let config = Config {
+                native_ring_bytes: bad,
+                ..Config::default()
+            };
+            let e = NativeSettings::from_config(&config)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--native-ring-bytes"), "{e}");
+        }
     }
 }

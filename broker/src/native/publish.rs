@@ -6,7 +6,9 @@
 //! under [`COALESCE_BYTES`] (and the topic's `max.message.bytes`); the batch is appended when the
 //! queue runs dry, another request comes, or the partition changes. Nothing
 //! ever waits for more records to arrive. Each publish is answered with its
-//! own offset (the batch's base offset plus its index).
+//! own offset (the batch's base offset plus its index): for a volatile topic
+//! at once (the append hook has already pushed the batch to its subscribers),
+//! for a persistent one once durable, from a tokio task.
 //!
 //! Partition -1 picks by the key with Kafka's murmur2 partitioner (so a key
 //! lands where a Java producer, or librdkafka with `murmur2_random`, puts it);
@@ -17,11 +19,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::ResponseError;
-use kascade_core::Get;
 use kascade_wire::kafka::records::BatchBuilder;
 use kascade_wire::native::frame::{error_code, Ack, Body, Frame, Publish};
 
 use super::connection::{Close, Conn};
+use super::subscriptions::visible_at_once;
 use super::NativeShared;
 use crate::kafka::api::produce::append_batches;
 use crate::kafka::topics::Topic;
@@ -229,17 +231,10 @@ impl Conn {
                         version: w.version,
                         timestamp: append_ms.unwrap_or(ts),
                     };
-                    let volatile = topic
-                        .configs
-                        .get("kascade.storage")
-                        .is_some_and(|s| s == "volatile");
                     let engine = &ns.kafka.engine;
-                    if volatile {
-                        // Visible now: push it to the subscribers from here, then answer.
-                        if ns.registry.watched(&key) {
-                            let object = engine.get(&key, Get::Seq(w.seq)).ok().flatten();
-                            ns.registry.pump_key(&key, object.as_ref());
-                        }
+                    if visible_at_once(&topic) {
+                        // Visible now, and already pushed to the subscribers
+                        // (by the append hook, on this thread): answer.
                         self.answer_all(&ids, |i, ts| Ok(ack(i, ts)))
                     } else {
                         match engine.wait_for_seq(&key, w.seq) {

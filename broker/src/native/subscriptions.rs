@@ -10,11 +10,15 @@
 //! credits back; the log is the buffer, so a slow subscriber only slows itself.
 //!
 //! Pumps are started
-//! - by the thread that published, right after its put, with the new version
-//!   in hand (volatile topics: visible at once; no range read, no thread hop);
-//! - by the messaging lambda bound (per key, in order) on a subscribed topic's
-//!   prefix while it has subscribers: it covers Kafka produces, lambdas writing
-//!   to topics and persistent topics (upcalled once durable);
+//! - for a volatile topic, by the thread that appended, right after its put,
+//!   with the new version in hand (visible at once: no range read, no upcall,
+//!   no thread hop). Every append to a topic passes the Kafka produce path's
+//!   `append_batches`, whose hook ([`crate::kafka::AppendHook`]) calls
+//!   [`Registry::appended`]: native publishes (on the core thread), Kafka
+//!   produces and lambdas writing to topics alike;
+//! - for a persistent topic, by the messaging lambda bound (per key, in order)
+//!   on the topic's prefix while it has subscribers: it is upcalled with each
+//!   version once it is durable, hence visible;
 //! - by the core thread, when a blocked subscription's client makes room, or
 //!   when a new subscription starts (catching up from an old offset).
 //!
@@ -26,13 +30,25 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use kascade_core::{Engine, Get, Key, Lambda, LambdaContext, LambdaError, ObjectVersion};
+use kascade_core::{
+    Engine, Get, Key, Lambda, LambdaContext, LambdaError, ObjectVersion, WriteResult,
+};
 use kascade_wire::native::frame::{error_code, Body, ErrorFrame, Frame, Notify};
 use kascade_wire::native::NativeError;
 use parking_lot::{Mutex, RwLock};
 
 use super::connection::ConnShared;
-use crate::kafka::topics::TOPICS_PREFIX;
+use crate::kafka::topics::{Topic, TOPICS_PREFIX};
+
+/// True for a topic whose appends are visible at once (volatile): its
+/// appending thread pumps; other topics' versions are pumped by the
+/// messaging lambda once durable.
+pub(crate) fn visible_at_once(topic: &Topic) -> bool {
+    topic
+        .configs
+        .get("kascade.storage")
+        .is_some_and(|s| s == "volatile")
+}
 
 /// Where one partition of a subscription stands.
 struct SubState {
@@ -228,8 +244,9 @@ impl PartitionSub {
 pub(crate) struct Registry {
     engine: Engine,
     by_key: RwLock<HashMap<Key, Vec<Arc<PartitionSub>>>>,
-    /// Topic -> (partition subscriptions, name of its messaging lambda binding).
-    topics: Mutex<HashMap<String, (usize, String)>>,
+    /// Topic -> (partition subscriptions, name of its messaging lambda
+    /// binding, for a topic that needs one).
+    topics: Mutex<HashMap<String, (usize, Option<String>)>>,
     next_binding: Mutex<u64>,
     me: Weak<Registry>,
 }
@@ -246,9 +263,10 @@ impl Registry {
         })
     }
 
-    /// Registers `subs` (all of one topic), binding the topic's messaging
-    /// lambda if it had no subscriber.
-    pub(crate) fn add(&self, topic: &str, subs: &[Arc<PartitionSub>]) -> Result<(), String> {
+    /// Registers `subs` (all of `topic`), binding the topic's messaging
+    /// lambda if it had no subscriber and its versions become visible only
+    /// once durable.
+    pub(crate) fn add(&self, topic: &Topic, subs: &[Arc<PartitionSub>]) -> Result<(), String> {
         {
             let mut map = self.by_key.write();
             for s in subs {
@@ -256,8 +274,12 @@ impl Registry {
             }
         }
         let mut topics = self.topics.lock();
-        if let Some((count, _)) = topics.get_mut(topic) {
+        if let Some((count, _)) = topics.get_mut(&topic.name) {
             *count += subs.len();
+            return Ok(());
+        }
+        if visible_at_once(topic) {
+            topics.insert(topic.name.clone(), (subs.len(), None));
             return Ok(());
         }
         let name = {
@@ -267,18 +289,21 @@ impl Registry {
         };
         let bound = self.engine.bind_local(
             &name,
-            &format!("{TOPICS_PREFIX}/{topic}"),
+            &format!("{TOPICS_PREFIX}/{}", topic.name),
             Arc::new(Messenger(self.me.clone())),
         );
         match bound {
             Ok(()) => {
-                topics.insert(topic.to_string(), (subs.len(), name));
+                topics.insert(topic.name.clone(), (subs.len(), Some(name)));
                 Ok(())
             }
             Err(e) => {
                 drop(topics);
                 self.unregister(subs);
-                Err(format!("cannot watch topic {topic} for new records: {e}"))
+                Err(format!(
+                    "cannot watch topic {} for new records: {e}",
+                    topic.name
+                ))
             }
         }
     }
@@ -311,7 +336,7 @@ impl Registry {
             None => false,
         };
         if last {
-            if let Some((_, name)) = topics.remove(topic) {
+            if let Some((_, Some(name))) = topics.remove(topic) {
                 if let Err(e) = self.engine.unbind(&name) {
                     tracing::debug!("unbinding {name}: {e}");
                 }
@@ -327,13 +352,30 @@ impl Registry {
             s.close();
         }
         for (_, (_, name)) in self.topics.lock().drain() {
-            let _ = self.engine.unbind(&name);
+            if let Some(name) = name {
+                let _ = self.engine.unbind(&name);
+            }
         }
     }
 
-    /// True when `key` has subscribers.
-    pub(crate) fn watched(&self, key: &Key) -> bool {
-        self.by_key.read().contains_key(key)
+    /// Told by the append path of every batch appended to `key` (on the
+    /// appending thread): pushes a volatile topic's new versions to its
+    /// subscribers. A lone batch is sent as the version in hand.
+    pub(crate) fn appended(&self, topic: &Topic, key: &Key, written: &[WriteResult]) {
+        if !visible_at_once(topic) {
+            return;
+        }
+        let map = self.by_key.read();
+        let Some(list) = map.get(key) else {
+            return;
+        };
+        let hint = match written {
+            [one] => self.engine.get(key, Get::Seq(one.seq)).ok().flatten(),
+            _ => None,
+        };
+        for s in list {
+            s.pump(&self.engine, hint.as_ref());
+        }
     }
 
     /// Pumps every subscription of `key`; `hint` is the version just made visible.

@@ -35,10 +35,19 @@ impl Served {
     }
 }
 
+/// The `kascade` binary the tests start: the one cargo built beside them, or
+/// `KASCADE_SERVE_BIN` when the test binary was carried to another machine
+/// (`.ci/gpu-check.sh` runs prebuilt test binaries on a GPU host).
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("KASCADE_SERVE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kascade").into())
+}
+
 /// The `kascade serve` command with the Kafka listener on `listen`, the admin
 /// listener on `admin`, `data_dir`, and `extra` flags.
 pub fn command(listen: &str, admin: &str, data_dir: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kascade"));
+    let mut cmd = Command::new(binary());
     cmd.args([
         "serve",
         "--admin-listen",

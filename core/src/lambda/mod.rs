@@ -34,6 +34,10 @@ pub trait Lambda: Send + Sync + 'static {
     /// Handles one version; the object is shared with the store, not copied.
     fn call(&self, ctx: &LambdaContext<'_>, object: &Arc<ObjectVersion>)
         -> Result<(), LambdaError>;
+
+    /// Its binding was removed or replaced: release what it holds outside the
+    /// engine (an external process). Calls still queued may follow and may fail.
+    fn removed(&self) {}
 }
 
 impl<F> Lambda for F
@@ -56,6 +60,13 @@ where
 pub trait LambdaKind: Send + Sync + 'static {
     /// Makes a lambda from its config; an error is returned to whoever binds it.
     fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Lambda>, LambdaError>;
+
+    /// Makes a lambda for the whole binding (name, prefix, destinations); by
+    /// default from its config alone. A kind that acts at bind time (starting
+    /// an external process) needs the rest.
+    fn build_binding(&self, spec: &BindingSpec) -> Result<Arc<dyn Lambda>, LambdaError> {
+        self.build(&spec.config)
+    }
 }
 
 impl<F> LambdaKind for F

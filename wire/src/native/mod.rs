@@ -41,7 +41,8 @@ pub mod tcp;
 pub mod wait;
 
 pub use client::{
-    Client, ClientOptions, Delivery, KeyEntry, Object, Offset, Published, Subscription, Written,
+    Client, ClientOptions, Delivery, KeyEntry, LambdaClient, LambdaDestination, Object, Offset,
+    Published, Subscription, Upcall, Written,
 };
 pub use frame::{FrameError, GetAt};
 pub use ring::RingError;

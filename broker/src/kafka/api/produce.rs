@@ -298,6 +298,9 @@ pub(crate) fn append_batches(
         engine.put_many(puts, Ack::Applied)
     }
     .map_err(refusal)?;
+    if let Some(hook) = state.append_hook.get() {
+        hook(topic, &key, &written);
+    }
     Ok((key, written))
 }
 

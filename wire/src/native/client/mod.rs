@@ -9,6 +9,7 @@
 //! delivery is dropped.
 
 mod delivery;
+mod lambda;
 mod types;
 
 use std::cell::Cell;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use delivery::{Bufs, Cursor, Source};
 pub use delivery::{Delivery, DeliveryHeaders};
+pub use lambda::{LambdaClient, LambdaDestination, Upcall};
 use types::{written, Answer};
 pub use types::{ClientOptions, KeyEntry, Object, Offset, Published, Subscription, Written};
 
@@ -44,6 +46,8 @@ pub struct Client {
     done: HashMap<u64, Answer>,
     /// Notify frames copied aside while waiting for an answer.
     stash: VecDeque<Vec<u8>>,
+    /// Upcall frames (to an attached lambda process) not yet taken.
+    upcalls: VecDeque<Vec<u8>>,
     /// Subscription id -> topic.
     subs: HashMap<u64, String>,
     /// Subscriptions the broker ended with an error, for `next_record` to report.
@@ -93,6 +97,7 @@ impl Client {
             outstanding: VecDeque::new(),
             done: HashMap::new(),
             stash: VecDeque::new(),
+            upcalls: VecDeque::new(),
             subs: HashMap::new(),
             ended: VecDeque::new(),
             positions: HashMap::new(),
@@ -335,7 +340,11 @@ impl Client {
                 continue;
             };
             let f = frame::decode(bytes)?;
-            if let Body::Notify(_) = f.body {
+            if let Body::Upcall(_) = f.body {
+                let copy = bytes.to_vec();
+                self.rx.consume(&self.signal)?;
+                self.upcalls.push_back(copy);
+            } else if let Body::Notify(_) = f.body {
                 self.open_cursor(Source::Ring)?;
                 if !self.cursor.as_ref().is_some_and(Cursor::holds_ring) {
                     // Decoded into owned records (compressed), or for nobody.
@@ -428,7 +437,11 @@ impl Client {
         while let Some(bytes) = self.rx.peek()? {
             let f = frame::decode(bytes)?;
             let id = f.id;
-            if matches!(f.body, Body::Notify(_)) {
+            if matches!(f.body, Body::Upcall(_)) {
+                let copy = bytes.to_vec();
+                self.rx.consume(&self.signal)?;
+                self.upcalls.push_back(copy);
+            } else if matches!(f.body, Body::Notify(_)) {
                 let copy = bytes.to_vec();
                 self.rx.consume(&self.signal)?;
                 if self.subs.contains_key(&id) {
@@ -462,6 +475,12 @@ impl Client {
             };
             let f = frame::decode(bytes)?;
             let fid = f.id;
+            if matches!(f.body, Body::Upcall(_)) {
+                let copy = bytes.to_vec();
+                self.rx.consume(&self.signal)?;
+                self.upcalls.push_back(copy);
+                continue;
+            }
             if matches!(f.body, Body::Notify(_)) {
                 let copy = bytes.to_vec();
                 self.rx.consume(&self.signal)?;

@@ -145,3 +145,21 @@ pub struct Object<'a> {
     /// The value.
     pub value: &'a [u8],
 }
+
+/// A lambda process attaches to the binding that started it (answered Ack or Error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attach<'a> {
+    /// The binding's name (`KASCADE_LAMBDA_NAME`).
+    pub name: &'a str,
+    /// The token the broker gave this start of the process (`KASCADE_LAMBDA_TOKEN`).
+    pub token: &'a str,
+}
+
+/// A lambda process finished an upcall (frame id = the call id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpcallDone<'a> {
+    /// 0 for success; anything else fails the call (counted as the lambda's error).
+    pub status: i32,
+    /// Why it failed, in words (empty on success).
+    pub message: &'a str,
+}

@@ -14,7 +14,8 @@ mod codec;
 mod tests;
 
 pub use body::{
-    Ack, ErrorFrame, Get, GetAt, Hello, KeyValue, Notify, Object, Publish, Subscribe, Welcome,
+    Ack, Attach, ErrorFrame, Get, GetAt, Hello, KeyValue, Notify, Object, Publish, Subscribe,
+    UpcallDone, Welcome,
 };
 pub(crate) use codec::RawSink;
 use codec::{aligned_len, check_bytes, check_count, check_str, put_aligned, put_nullable, put_str};
@@ -104,6 +105,10 @@ pub mod kind {
     pub const RELEASE: u8 = 9;
     /// The client is leaving.
     pub const BYE: u8 = 10;
+    /// A lambda process attaches to the binding that started it.
+    pub const ATTACH: u8 = 11;
+    /// A lambda process finished an upcall.
+    pub const UPCALL_DONE: u8 = 12;
     /// Server welcome (answer to Hello).
     pub const WELCOME: u8 = 64;
     /// Success of a request.
@@ -118,6 +123,8 @@ pub mod kind {
     pub const KEYS: u8 = 69;
     /// Subscription started.
     pub const SUBSCRIBE_OK: u8 = 70;
+    /// A version for an attached lambda process to handle.
+    pub const UPCALL: u8 = 71;
 }
 
 /// Error codes carried by [`ErrorFrame`].
@@ -186,6 +193,12 @@ pub enum Body<'a> {
     Keys(Seq<'a, KeyInfo<'a>>),
     /// Kind 70: `(partition, start offset)` per subscribed partition.
     SubscribeOk(Seq<'a, (i32, i64)>),
+    /// Kind 11.
+    Attach(Attach<'a>),
+    /// Kind 12; the frame id is the upcall's call id.
+    UpcallDone(UpcallDone<'a>),
+    /// Kind 71: the version to handle (laid out as an Object); the frame id is the call id.
+    Upcall(Object<'a>),
 }
 
 impl Body<'_> {
@@ -209,6 +222,9 @@ impl Body<'_> {
             Body::Object(_) => kind::OBJECT,
             Body::Keys(_) => kind::KEYS,
             Body::SubscribeOk(_) => kind::SUBSCRIBE_OK,
+            Body::Attach(_) => kind::ATTACH,
+            Body::UpcallDone(_) => kind::UPCALL_DONE,
+            Body::Upcall(_) => kind::UPCALL,
         }
     }
 }
@@ -250,7 +266,9 @@ impl<'a> Frame<'a> {
                 16 + aligned_len(h + 16, b.batch.len())
             }
             Body::Error(b) => 2 + check_str(b.message, "message")?,
-            Body::Object(b) => {
+            Body::Attach(b) => check_str(b.name, "lambda name")? + check_str(b.token, "token")?,
+            Body::UpcallDone(b) => 4 + check_str(b.message, "message")?,
+            Body::Object(b) | Body::Upcall(b) => {
                 let at = h + 32 + check_str(b.key, "key")?;
                 check_bytes(b.value.len(), "value")?;
                 at + aligned_len(at, b.value.len()) - h
@@ -353,7 +371,15 @@ impl<'a> Frame<'a> {
                 s.put(&b.code.to_le_bytes());
                 put_str(s, b.message);
             }
-            Body::Object(b) => {
+            Body::Attach(b) => {
+                put_str(s, b.name);
+                put_str(s, b.token);
+            }
+            Body::UpcallDone(b) => {
+                s.put(&b.status.to_le_bytes());
+                put_str(s, b.message);
+            }
+            Body::Object(b) | Body::Upcall(b) => {
                 s.put(&b.version.to_le_bytes());
                 s.put(&b.seq.to_le_bytes());
                 s.put(&b.count.to_le_bytes());
@@ -510,20 +536,33 @@ pub fn decode(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
             code: r.u16("error code")?,
             message: r.str("error message")?,
         }),
-        kind::OBJECT => {
+        kind::OBJECT | kind::UPCALL => {
             let version = r.u64("version")?;
             let seq = r.u64("seq")?;
             let count = r.u32("count")?;
             r.zeros(4, "object padding")?;
-            Body::Object(Object {
+            let o = Object {
                 version,
                 seq,
                 count,
                 timestamp_us: r.u64("timestamp")?,
                 key: r.str("key")?,
                 value: r.aligned_bytes("value")?,
-            })
+            };
+            if kind == kind::OBJECT {
+                Body::Object(o)
+            } else {
+                Body::Upcall(o)
+            }
         }
+        kind::ATTACH => Body::Attach(Attach {
+            name: r.str("lambda name")?,
+            token: r.str("token")?,
+        }),
+        kind::UPCALL_DONE => Body::UpcallDone(UpcallDone {
+            status: r.i32("status")?,
+            message: r.str("message")?,
+        }),
         kind::KEYS => {
             let count = r.u32("key count")? as usize;
             Body::Keys(Seq::read(&mut r, count)?)

@@ -30,6 +30,9 @@ enum Owned {
     Object(u64, u64, u32, u64, String, Vec<u8>),
     Keys(Vec<(String, u64, u64)>),
     SubscribeOk(Vec<(i32, i64)>),
+    Attach(String, String),
+    UpcallDone(i32, String),
+    Upcall(u64, u64, u32, u64, String, Vec<u8>),
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -101,6 +104,17 @@ fn owned() -> impl Strategy<Value = Owned> {
             .prop_map(|(a, b, c, d, e, f)| Owned::Object(a, b, c, d, e, f)),
         proptest::collection::vec((text(), any::<u64>(), any::<u64>()), 0..4).prop_map(Owned::Keys),
         proptest::collection::vec((any::<i32>(), any::<i64>()), 0..4).prop_map(Owned::SubscribeOk),
+        (text(), text()).prop_map(|(a, b)| Owned::Attach(a, b)),
+        (any::<i32>(), text()).prop_map(|(a, b)| Owned::UpcallDone(a, b)),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            text(),
+            bytes()
+        )
+            .prop_map(|(a, b, c, d, e, f)| Owned::Upcall(a, b, c, d, e, f)),
     ]
 }
 
@@ -197,6 +211,19 @@ fn with_frame<R>(o: &Owned, id: u64, f: impl FnOnce(Frame<'_>) -> R) -> R {
             Body::Keys(Seq::Slice(&keys))
         }
         Owned::SubscribeOk(s) => Body::SubscribeOk(Seq::Slice(s)),
+        Owned::Attach(n, t) => Body::Attach(Attach { name: n, token: t }),
+        Owned::UpcallDone(s, m) => Body::UpcallDone(UpcallDone {
+            status: *s,
+            message: m,
+        }),
+        Owned::Upcall(a, b, c, d, k, v) => Body::Upcall(Object {
+            version: *a,
+            seq: *b,
+            count: *c,
+            timestamp_us: *d,
+            key: k,
+            value: v,
+        }),
     };
     f(Frame::new(id, body))
 }
@@ -207,7 +234,7 @@ fn value_of<'a>(f: &Frame<'a>) -> Option<&'a [u8]> {
         Body::Publish(p) => Some(p.value),
         Body::Put(kv) | Body::Trigger(kv) => Some(kv.value),
         Body::Notify(n) => Some(n.batch),
-        Body::Object(o) => Some(o.value),
+        Body::Object(o) | Body::Upcall(o) => Some(o.value),
         _ => None,
     }
 }
