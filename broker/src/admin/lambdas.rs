@@ -251,7 +251,8 @@ pub(crate) fn check_loops(others: &[BindingSpec], new: &[BindingSpec]) -> Result
     Ok(())
 }
 
-fn stats_of(state: &Shared) -> HashMap<String, Stats> {
+/// Every active binding's counters by name, as the lambda and pipeline listings show them.
+pub(super) fn stats_of(state: &Shared) -> HashMap<String, Stats> {
     state
         .engine
         .lambda_stats()

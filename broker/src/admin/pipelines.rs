@@ -13,7 +13,7 @@ use kascade_core::{BindingSpec, PipelineSpec};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::lambdas::{check_kind, check_loops, DestinationBody, Stats};
+use super::lambdas::{check_kind, check_loops, stats_of, DestinationBody, Stats};
 use super::{blocking, ApiError, ErrorBody, RawBody, Shared};
 
 /// One stage of a pipeline, as loaded.
@@ -89,25 +89,6 @@ fn info(spec: &PipelineSpec, stats: &HashMap<String, Stats>) -> PipelineInfo {
             })
             .collect(),
     }
-}
-
-fn stats_of(state: &Shared) -> HashMap<String, Stats> {
-    state
-        .engine
-        .lambda_stats()
-        .into_iter()
-        .map(|s| {
-            (
-                s.name,
-                Stats {
-                    calls: s.calls,
-                    errors: s.errors,
-                    mean_ns: s.mean_ns,
-                    mean_lag_ns: s.mean_lag_ns,
-                },
-            )
-        })
-        .collect()
 }
 
 fn parse(body: &[u8]) -> Result<PipelineSpec, ApiError> {
